@@ -1,0 +1,38 @@
+/** Reads the credential from a request and verifies it against a key store. */
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { KeyStore } from './keys.js'
+
+export type AuthFailure = 'missing' | 'invalid' | 'expired'
+
+/** The outcome of `authenticate`: the key's id, or why the request was refused. */
+export type AuthResult = { ok: true; keyId: string } | { ok: false; reason: AuthFailure }
+
+const MISSING: AuthResult = Object.freeze({ ok: false, reason: 'missing' })
+const INVALID: AuthResult = Object.freeze({ ok: false, reason: 'invalid' })
+const EXPIRED: AuthResult = Object.freeze({ ok: false, reason: 'expired' })
+const BEARER = /^bearer +/i
+
+/**
+ * The presented credential: the first header present of `Authorization: <key>`,
+ * `Authorization: Bearer <key>` and `X-API-Key`. Never the query string, a cookie or the body.
+ * An empty header counts as absent.
+ */
+export function extractCredential(headers: IncomingHttpHeaders): string | undefined {
+  const authorization = headers.authorization
+  if (authorization) {
+    const scheme = BEARER.exec(authorization)
+    return scheme === null ? authorization : authorization.slice(scheme[0].length)
+  }
+  const apiKey = headers['x-api-key']
+  // Node joins repeated X-API-Key headers with ", ": such a value is no key and simply fails.
+  return typeof apiKey === 'string' && apiKey !== '' ? apiKey : undefined
+}
+
+/** Verifies the request's credential: `{ ok: true, keyId }` or `{ ok: false, reason }`. Never throws. */
+export function authenticate(keys: KeyStore, req: IncomingMessage, now = Date.now()): AuthResult {
+  const credential = extractCredential(req.headers)
+  if (credential === undefined) return MISSING
+  const record = keys.lookup(credential)
+  if (record === undefined) return INVALID
+  return record.expiresAtMs > now ? { ok: true, keyId: record.id } : EXPIRED
+}

@@ -1,0 +1,103 @@
+/** Turns environment variables into a validated, typed configuration. Pure: no I/O, no exit. */
+import { isValidKey } from './keys.js'
+import { LOG_LEVELS, type LogLevel } from './log.js'
+
+/** A user's configuration mistake: the entry point prints its message as one line and exits 1. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+export interface Config {
+  port: number
+  host: string
+  /** The one key given by `API_KEY`, or the demo key when `demo` is true. */
+  apiKey: string
+  demo: boolean
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+  keepAliveTimeoutMs: number
+  shutdownTimeoutMs: number
+  logLevel: LogLevel
+}
+
+/** The tutorial's key, used only when no key is configured outside production. */
+export const DEMO_KEY = '12345'
+const MIN_RECOMMENDED_KEY_LENGTH = 16
+
+type Env = Readonly<Record<string, string | undefined>>
+
+/** Reads the configuration from `env`; throws `ConfigError` naming the first bad variable. */
+export function loadConfig(env: Env): { config: Config; warnings: string[] } {
+  const warnings: string[] = []
+  const { apiKey, demo } = readApiKey(env, warnings)
+  const config: Config = {
+    port: readInteger(env, 'PORT', 3000, 0, 65535),
+    host: readHost(env),
+    apiKey,
+    demo,
+    headersTimeoutMs: readInteger(env, 'HEADERS_TIMEOUT_MS', 10_000, 1, 3_600_000),
+    requestTimeoutMs: readInteger(env, 'REQUEST_TIMEOUT_MS', 30_000, 0, 3_600_000),
+    keepAliveTimeoutMs: readInteger(env, 'KEEP_ALIVE_TIMEOUT_MS', 5_000, 0, 3_600_000),
+    shutdownTimeoutMs: readInteger(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 3_600_000),
+    logLevel: readLogLevel(env),
+  }
+  // node:http refuses a headers timeout longer than a non-zero request timeout.
+  if (config.requestTimeoutMs > 0 && config.headersTimeoutMs > config.requestTimeoutMs) {
+    throw new ConfigError(
+      `HEADERS_TIMEOUT_MS (${config.headersTimeoutMs}) must not exceed REQUEST_TIMEOUT_MS (${config.requestTimeoutMs})`,
+    )
+  }
+  return { config, warnings }
+}
+
+function readInteger(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return fallback
+  const value = /^\d+$/.test(raw) ? Number(raw) : NaN
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`)
+  }
+  return value
+}
+
+function readLogLevel(env: Env): LogLevel {
+  const raw = env.LOG_LEVEL
+  if (raw === undefined || raw === '') return 'info'
+  const level = LOG_LEVELS.find((name) => name === raw)
+  if (level === undefined) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(raw)}`)
+  return level
+}
+
+function readHost(env: Env): string {
+  const host = env.HOST
+  if (host === undefined || host === '') return '127.0.0.1'
+  if (!/^[A-Za-z0-9.:-]+$/.test(host) || host.length > 253) {
+    throw new ConfigError(`HOST must be an IP address or host name, got ${JSON.stringify(host)}`)
+  }
+  return host
+}
+
+function readApiKey(env: Env, warnings: string[]): { apiKey: string; demo: boolean } {
+  const key = env.API_KEY
+  if (key === undefined) {
+    if (env.NODE_ENV === 'production') {
+      throw new ConfigError('API_KEY is not set: the demo key is refused when NODE_ENV=production')
+    }
+    warnings.push(`no API_KEY set: serving with the public demo key "${DEMO_KEY}"; never use it in production`)
+    return { apiKey: DEMO_KEY, demo: true }
+  }
+  // The message describes the fault and never echoes the value: it is a secret.
+  if (!isValidKey(key)) {
+    throw new ConfigError(
+      `API_KEY must be 1 to 4096 visible ASCII characters (no spaces or control characters); got ${describeLength(key)}`,
+    )
+  }
+  if (key.length < MIN_RECOMMENDED_KEY_LENGTH) {
+    warnings.push(`API_KEY is shorter than ${MIN_RECOMMENDED_KEY_LENGTH} characters: use a long random key`)
+  }
+  return { apiKey: key, demo: false }
+}
+
+function describeLength(value: string): string {
+  return value.length === 0 ? 'an empty value' : `a value of ${value.length} characters that breaks the rule`
+}

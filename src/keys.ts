@@ -1,0 +1,111 @@
+/** The key store: entries held as SHA-256 digests, looked up by digest. Pure: no I/O. */
+import { hash, timingSafeEqual } from 'node:crypto'
+
+/** One key as the embedding code or the keys file gives it: exactly one of `key` or `sha256`. */
+export type KeyEntry =
+  | { id: string; key: string; sha256?: undefined; expiresAt?: string | Date }
+  | { id: string; sha256: string; key?: undefined; expiresAt?: string | Date }
+
+/** What a successful lookup yields: never the key itself. */
+export interface KeyRecord {
+  readonly id: string
+  /** Milliseconds since the epoch; `Infinity` when the key never expires. */
+  readonly expiresAtMs: number
+}
+
+/** A set of keys that answers "which key is this credential?". */
+export interface KeyStore {
+  readonly size: number
+  /** The record whose key is `credential`, or `undefined`. Never throws. */
+  lookup(credential: string): KeyRecord | undefined
+}
+
+export const MAX_KEY_LENGTH = 4096
+const VALID_KEY = /^[\x21-\x7e]{1,4096}$/
+const SHA256_HEX = /^[0-9a-f]{64}$/
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/
+// Compared against on a miss, so that a hit and a miss do the same work.
+const MISS_DIGEST = Buffer.alloc(32)
+
+/** True when `key` is 1 to 4096 visible ASCII characters (0x21-0x7E). */
+export function isValidKey(key: string): boolean {
+  return VALID_KEY.test(key)
+}
+
+/** SHA-256 of the UTF-8 bytes of `value`, as a 32-character latin1 string (a cheap `Map` key). */
+export function digestOf(value: string): string {
+  return hash('sha256', value, 'binary') // 'binary' is latin1: one char per byte
+}
+
+/** Builds a store from entries; throws a `TypeError` naming the entry and field on bad input. */
+export function createKeyStore(entries: readonly KeyEntry[]): KeyStore {
+  if (!Array.isArray(entries)) throw new TypeError('keys must be an array of { id, key } or { id, sha256 } entries')
+  const byDigest = new Map<string, StoredKey>()
+  const ids = new Set<string>()
+  entries.forEach((entry, index) => {
+    const { digest, record } = prepareEntry(entry, index)
+    if (ids.has(record.id)) throw new TypeError(`${where(index, record.id)}: id is used by an earlier entry`)
+    const clash = byDigest.get(digest)
+    if (clash !== undefined) throw new TypeError(`${where(index, record.id)}: same key as entry "${clash.record.id}"`)
+    ids.add(record.id)
+    byDigest.set(digest, { record, digest: Buffer.from(digest, 'latin1') })
+  })
+  return {
+    size: byDigest.size,
+    lookup: (credential) => lookupDigest(byDigest, credential),
+  }
+}
+
+interface StoredKey {
+  readonly record: KeyRecord
+  readonly digest: Buffer
+}
+
+function lookupDigest(byDigest: Map<string, StoredKey>, credential: string): KeyRecord | undefined {
+  // Longer than any valid key: no key can match, and hashing 100 KB would be wasted work.
+  if (typeof credential !== 'string' || credential.length === 0 || credential.length > MAX_KEY_LENGTH) return undefined
+  const digest = digestOf(credential)
+  const found = byDigest.get(digest)
+  // Both digests are always 32 bytes: timingSafeEqual cannot throw and leaks no length.
+  const equal = timingSafeEqual(Buffer.from(digest, 'latin1'), found === undefined ? MISS_DIGEST : found.digest)
+  return equal && found !== undefined ? found.record : undefined
+}
+
+function prepareEntry(entry: KeyEntry, index: number): { digest: string; record: KeyRecord } {
+  if (entry === null || typeof entry !== 'object') throw new TypeError(`keys[${index}]: must be an object`)
+  const id = entry.id
+  if (typeof id !== 'string' || !/^[A-Za-z0-9._:@-]{1,128}$/.test(id)) {
+    throw new TypeError(`keys[${index}]: id must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -`)
+  }
+  const digest = digestOfEntry(entry, index)
+  return { digest, record: Object.freeze({ id, expiresAtMs: parseExpiry(entry.expiresAt, index, id) }) }
+}
+
+function digestOfEntry(entry: KeyEntry, index: number): string {
+  const hasKey = entry.key !== undefined
+  const hasHash = entry.sha256 !== undefined
+  if (hasKey === hasHash) throw new TypeError(`${where(index, entry.id)}: needs exactly one of "key" or "sha256"`)
+  if (hasKey) {
+    if (typeof entry.key !== 'string' || !isValidKey(entry.key)) {
+      throw new TypeError(`${where(index, entry.id)}: key must be 1 to 4096 visible ASCII characters (0x21-0x7E)`)
+    }
+    return digestOf(entry.key)
+  }
+  if (typeof entry.sha256 !== 'string' || !SHA256_HEX.test(entry.sha256)) {
+    throw new TypeError(`${where(index, entry.id)}: sha256 must be 64 lowercase hex characters`)
+  }
+  return Buffer.from(entry.sha256, 'hex').toString('latin1')
+}
+
+function parseExpiry(value: string | Date | undefined, index: number, id: string): number {
+  if (value === undefined) return Infinity
+  const ms = value instanceof Date ? value.getTime() : typeof value === 'string' && ISO_8601.test(value) ? Date.parse(value) : NaN
+  if (Number.isNaN(ms)) {
+    throw new TypeError(`${where(index, id)}: expiresAt must be an ISO-8601 date, such as 2027-06-30T00:00:00Z`)
+  }
+  return ms
+}
+
+function where(index: number, id: string): string {
+  return `keys[${index}] (id "${id}")`
+}

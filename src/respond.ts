@@ -1,0 +1,52 @@
+/** JSON responses written by hand: body buffers and header blocks are built once, at startup. */
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+
+/** A response prepared ahead of time: status, body and every header but `X-Request-Id`. */
+export interface Reply {
+  readonly status: number
+  readonly body: Buffer
+  /** Flat `[name, value, ...]` list, the form `writeHead` takes fastest. */
+  readonly headers: readonly string[]
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8'
+const COMMON_HEADERS = ['cache-control', 'no-store', 'x-content-type-options', 'nosniff']
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/
+
+/** Prepares a JSON reply; `body` is the exact JSON text sent. */
+export function createReply(status: number, body: string, extraHeaders: readonly string[] = []): Reply {
+  const buffer = Buffer.from(body)
+  return {
+    status,
+    body: buffer,
+    headers: ['content-type', JSON_TYPE, 'content-length', String(buffer.length), ...COMMON_HEADERS, ...extraHeaders],
+  }
+}
+
+/** Prepares a reply with no body (204): no `Content-Type` or `Content-Length`, as RFC 9110 wants. */
+export function createEmptyReply(status: number, extraHeaders: readonly string[] = []): Reply {
+  return { status, body: Buffer.alloc(0), headers: [...COMMON_HEADERS, ...extraHeaders] }
+}
+
+/** The client's `X-Request-Id` when it is 1-128 chars of `[A-Za-z0-9._-]`, otherwise a fresh one. */
+export function requestIdOf(req: IncomingMessage): string {
+  const given = req.headers['x-request-id']
+  return typeof given === 'string' && SAFE_REQUEST_ID.test(given) ? given : randomUUID()
+}
+
+/** Writes `reply` in one `writeHead`; HEAD gets the headers and no body. */
+export function sendReply(
+  req: IncomingMessage,
+  res: ServerResponse,
+  reply: Reply,
+  requestId: string,
+  extraHeaders?: readonly string[],
+): void {
+  const headers = extraHeaders === undefined
+    ? [...reply.headers, 'x-request-id', requestId]
+    : [...reply.headers, ...extraHeaders, 'x-request-id', requestId]
+  res.writeHead(reply.status, headers)
+  if (req.method === 'HEAD' || reply.body.length === 0) res.end()
+  else res.end(reply.body)
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+/** Entry point: configuration from the environment, the HTTP server, signals and clean shutdown. */
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { ConfigError, loadConfig, type Config } from './config.js'
+import { createHandler } from './handler.js'
+import { createKeyStore } from './keys.js'
+import { createLogger, type Logger } from './log.js'
+
+// How often node:http looks for connections past their headers or request timeout (its default is 30 s).
+const TIMEOUT_CHECK_INTERVAL_MS = 1000
+
+function main(): void {
+  const { config, warnings } = loadConfigOrExit()
+  const log = createLogger({ level: config.logLevel, write: (chunk) => process.stdout.write(chunk) })
+  for (const warning of warnings) log.warn(warning)
+  const keys = createKeyStore([{ id: config.demo ? 'demo' : 'env', key: config.apiKey }])
+  const server = createServer(
+    {
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.requestTimeoutMs,
+      keepAliveTimeout: config.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.min(TIMEOUT_CHECK_INTERVAL_MS, config.headersTimeoutMs),
+    },
+    createHandler({ keys, log }),
+  )
+  server.on('error', (error: NodeJS.ErrnoException) => exitOnListenError(error, config, log))
+  server.listen(config.port, config.host, () => {
+    const { port } = server.address() as AddressInfo
+    log.info('listening', { url: `http://${urlHost(config.host)}:${port}`, keys: keys.size, pid: process.pid })
+  })
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => shutdown(server, log, config.shutdownTimeoutMs, signal))
+  }
+}
+
+function loadConfigOrExit(): ReturnType<typeof loadConfig> {
+  try {
+    return loadConfig(process.env)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    process.stderr.write(`keygate: ${error.message}\n`)
+    process.exit(1)
+  }
+}
+
+function exitOnListenError(error: NodeJS.ErrnoException, config: Config, log: Logger): void {
+  const reasons: Record<string, string> = {
+    EADDRINUSE: `PORT ${config.port} is already in use on ${config.host}`,
+    EACCES: `PORT ${config.port} needs privileges this process does not have`,
+    EADDRNOTAVAIL: `HOST ${config.host} is not an address of this machine`,
+    ENOTFOUND: `HOST ${config.host} does not resolve`,
+  }
+  const reason = error.code === undefined ? undefined : reasons[error.code]
+  if (reason === undefined) throw error
+  log.flush()
+  process.stderr.write(`keygate: ${reason}\n`)
+  process.exit(1)
+}
+
+function urlHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host
+}
+
+/** Stops accepting, lets requests in flight finish, closes idle keep-alive sockets, then exits. */
+function shutdown(server: Server, log: Logger, timeoutMs: number, signal: NodeJS.Signals): void {
+  log.info('shutting down', { signal, timeoutMs })
+  // Responses written from now on tell the client not to reuse the connection.
+  server.prependListener('request', (_req, res) => res.setHeader('connection', 'close'))
+  const exit = (code: number): never => {
+    log.flush()
+    process.exit(code)
+  }
+  server.close(() => {
+    log.info('stopped', { signal })
+    exit(0)
+  })
+  // A keep-alive socket whose response was already under way when the signal came becomes
+  // idle once that response is written: close such sockets as they go idle.
+  const closeIdle = setInterval(() => server.closeIdleConnections(), 50)
+  closeIdle.unref()
+  setTimeout(() => {
+    log.error('shutdown timed out: requests still in flight were cut off', { timeoutMs })
+    exit(1)
+  }, timeoutMs).unref()
+}
+
+main()
