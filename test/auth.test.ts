@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import { test } from 'node:test'
+import { authenticate, extractCredential } from '../dist/auth.js'
+import { createKeyStore } from '../dist/keys.js'
+
+const keys = createKeyStore([
+  { id: 'live', key: 'live-key' },
+  { id: 'old', key: 'old-key', expiresAt: '2020-01-01T00:00:00Z' },
+])
+const request = (headers: IncomingHttpHeaders) => ({ headers }) as IncomingMessage
+
+for (const [name, headers, expected] of [
+  ['a bare Authorization value', { authorization: 'k1' }, 'k1'],
+  ['a Bearer token', { authorization: 'Bearer k1' }, 'k1'],
+  ['a bearer token in lower case', { authorization: 'bearer k1' }, 'k1'],
+  ['a BEARER token with two spaces', { authorization: 'BEARER  k1' }, 'k1'],
+  ['X-API-Key', { 'x-api-key': 'k1' }, 'k1'],
+  ['Authorization before X-API-Key', { authorization: 'first', 'x-api-key': 'second' }, 'first'],
+  ['X-API-Key when Authorization is empty', { authorization: '', 'x-api-key': 'second' }, 'second'],
+  ['a Basic header, as is', { authorization: 'Basic dXNlcjpwYXNz' }, 'Basic dXNlcjpwYXNz'],
+  ['nothing without headers', {}, undefined],
+  ['nothing from an empty X-API-Key', { 'x-api-key': '' }, undefined],
+  ['nothing from a cookie', { cookie: 'api_key=k1' }, undefined],
+] as const) {
+  test(`extractCredential reads ${name}`, () => {
+    assert.equal(extractCredential(headers), expected)
+  })
+}
+
+test('authenticate returns the key id for a valid key', () => {
+  assert.deepEqual(authenticate(keys, request({ authorization: 'Bearer live-key' })), { ok: true, keyId: 'live' })
+})
+
+for (const [name, headers, reason] of [
+  ['no credential', {}, 'missing'],
+  ['a wrong key', { authorization: 'wrong' }, 'invalid'],
+  ['a Basic credential', { authorization: 'Basic bGl2ZS1rZXk=' }, 'invalid'],
+  ['an expired key', { 'x-api-key': 'old-key' }, 'expired'],
+] as const) {
+  test(`authenticate refuses ${name} as ${reason}`, () => {
+    assert.deepEqual(authenticate(keys, request(headers)), { ok: false, reason })
+  })
+}
+
+test('authenticate checks expiry against the clock it is given', () => {
+  const dated = createKeyStore([{ id: 'd', key: 'dated-key', expiresAt: '2030-01-01T00:00:00Z' }])
+  const req = request({ authorization: 'dated-key' })
+  assert.equal(authenticate(dated, req, Date.UTC(2029, 11, 31)).ok, true)
+  assert.deepEqual(authenticate(dated, req, Date.UTC(2030, 0, 1)), { ok: false, reason: 'expired' })
+})

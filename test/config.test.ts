@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { ConfigError, DEMO_KEY, loadConfig } from '../dist/config.js'
+
+test('defaults: port 3000 on 127.0.0.1, the demo key with a warning', () => {
+  const { config, warnings } = loadConfig({})
+  assert.equal(config.port, 3000)
+  assert.equal(config.host, '127.0.0.1')
+  assert.equal(config.apiKey, DEMO_KEY)
+  assert.equal(config.demo, true)
+  assert.equal(config.headersTimeoutMs, 10_000)
+  assert.equal(config.requestTimeoutMs, 30_000)
+  assert.equal(config.keepAliveTimeoutMs, 5_000)
+  assert.equal(config.shutdownTimeoutMs, 10_000)
+  assert.equal(config.logLevel, 'info')
+  assert.equal(warnings.length, 1)
+  assert.match(warnings[0] ?? '', /demo key/)
+})
+
+test('reads every variable', () => {
+  const { config, warnings } = loadConfig({
+    PORT: '0',
+    HOST: '0.0.0.0',
+    API_KEY: 'a-long-enough-key-123',
+    HEADERS_TIMEOUT_MS: '2000',
+    REQUEST_TIMEOUT_MS: '0',
+    KEEP_ALIVE_TIMEOUT_MS: '1000',
+    SHUTDOWN_TIMEOUT_MS: '500',
+    LOG_LEVEL: 'warn',
+  })
+  assert.deepEqual(config, {
+    port: 0,
+    host: '0.0.0.0',
+    apiKey: 'a-long-enough-key-123',
+    demo: false,
+    headersTimeoutMs: 2000,
+    requestTimeoutMs: 0,
+    keepAliveTimeoutMs: 1000,
+    shutdownTimeoutMs: 500,
+    logLevel: 'warn',
+  })
+  assert.deepEqual(warnings, [])
+})
+
+test('a short key is accepted with a warning that does not contain it', () => {
+  const { config, warnings } = loadConfig({ API_KEY: 'short-key' })
+  assert.equal(config.apiKey, 'short-key')
+  assert.equal(warnings.length, 1)
+  assert.match(warnings[0] ?? '', /shorter than 16/)
+  assert.doesNotMatch(warnings[0] ?? '', /short-key/)
+})
+
+for (const [env, variable] of [
+  [{ PORT: 'abc' }, 'PORT'],
+  [{ PORT: '70000' }, 'PORT'],
+  [{ PORT: '-1' }, 'PORT'],
+  [{ PORT: '80.5' }, 'PORT'],
+  [{ HOST: 'not a host' }, 'HOST'],
+  [{ API_KEY: '' }, 'API_KEY'],
+  [{ API_KEY: 'has space' }, 'API_KEY'],
+  [{ API_KEY: 'tab\there' }, 'API_KEY'],
+  [{ API_KEY: 'k'.repeat(4097) }, 'API_KEY'],
+  [{ NODE_ENV: 'production' }, 'API_KEY'],
+  [{ HEADERS_TIMEOUT_MS: '-5' }, 'HEADERS_TIMEOUT_MS'],
+  [{ HEADERS_TIMEOUT_MS: '0' }, 'HEADERS_TIMEOUT_MS'],
+  [{ REQUEST_TIMEOUT_MS: 'soon' }, 'REQUEST_TIMEOUT_MS'],
+  [{ KEEP_ALIVE_TIMEOUT_MS: '-1' }, 'KEEP_ALIVE_TIMEOUT_MS'],
+  [{ SHUTDOWN_TIMEOUT_MS: '1e3' }, 'SHUTDOWN_TIMEOUT_MS'],
+  [{ HEADERS_TIMEOUT_MS: '40000' }, 'HEADERS_TIMEOUT_MS'],
+  [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL'],
+] as const) {
+  test(`${JSON.stringify(env).slice(0, 60)} is a ConfigError naming ${variable}`, () => {
+    assert.throws(() => loadConfig(env), (error: unknown) => {
+      assert.ok(error instanceof ConfigError)
+      assert.ok(error.message.startsWith(variable), error.message)
+      return true
+    })
+  })
+}
+
+test('a bad key is described without being echoed', () => {
+  assert.throws(() => loadConfig({ API_KEY: 'my secret' }), (error: unknown) => {
+    assert.ok(error instanceof ConfigError)
+    assert.doesNotMatch(error.message, /my secret/)
+    return true
+  })
+})
+
+test('production with a real key is fine', () => {
+  assert.equal(loadConfig({ NODE_ENV: 'production', API_KEY: 'k'.repeat(32) }).config.demo, false)
+})

@@ -1,0 +1,97 @@
+/** Shared test helpers: servers on port 0, the entry point as a child process, raw sockets. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer, type RequestListener, type Server } from 'node:http'
+import { connect, type AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import type { TestContext } from 'node:test'
+import { createHandler, type HandlerOptions } from '../dist/handler.js'
+import { createKeyStore } from '../dist/keys.js'
+
+export const TEST_KEY = 'test-key-0123456789abcdef'
+export const SERVER_JS = fileURLToPath(new URL('../dist/server.js', import.meta.url))
+export const DIST_DIR = fileURLToPath(new URL('../dist/', import.meta.url))
+
+/** Listens on 127.0.0.1 port 0, closes after the test; returns the base URL. */
+export async function listen(t: TestContext, listener: RequestListener): Promise<{ url: string; server: Server }> {
+  const server = createServer(listener)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server }
+}
+
+/** A keygate handler with one test key (id `t`) on a fresh server; returns the base URL. */
+export async function startKeygate(t: TestContext, options: Partial<HandlerOptions> = {}): Promise<string> {
+  const keys = options.keys ?? createKeyStore([{ id: 't', key: TEST_KEY }])
+  return (await listen(t, createHandler({ ...options, keys }))).url
+}
+
+/** Sends raw bytes on a new socket and resolves with everything the server wrote until it closed. */
+export async function rawRequest(url: string, bytes: string, deadlineMs = 5000): Promise<string> {
+  const { port } = new URL(url)
+  const socket = connect(Number(port), '127.0.0.1')
+  socket.setTimeout(deadlineMs, () => socket.destroy(new Error(`no close within ${deadlineMs} ms`)))
+  const chunks: Buffer[] = []
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+  socket.end(bytes)
+  await once(socket, 'close')
+  return Buffer.concat(chunks).toString('latin1')
+}
+
+export interface Child {
+  process: ChildProcess
+  stdout: () => string
+  stderr: () => string
+  /** Resolves with the exit code (or the signal name). */
+  exited: Promise<number | string>
+}
+
+/** Runs `node dist/server.js` (or `script`) with `env`; killed by PID after the test if still running. */
+export function runNode(t: TestContext, env: Record<string, string>, script = SERVER_JS, cwd?: string): Child {
+  const child = spawn(process.execPath, [script], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+  const exited = new Promise<number | string>((resolve) => {
+    child.on('close', (code, signal) => resolve(code ?? signal ?? 'unknown'))
+  })
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL')
+  })
+  return { process: child, stdout: () => stdout, stderr: () => stderr, exited }
+}
+
+/** Polls `check` every 10 ms until it returns a value, or fails after `deadlineMs`. */
+export async function waitFor<T>(what: string, check: () => T | undefined, deadlineMs = 10_000): Promise<T> {
+  const deadline = Date.now() + deadlineMs
+  for (;;) {
+    const value = check()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+/** The JSON log lines a child wrote so far. */
+export function logLines(child: Child): Array<Record<string, unknown>> {
+  return child.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>)
+}
+
+/** Starts the entry point and waits for its `listening` line; returns the URL it logged. */
+export async function startServerProcess(t: TestContext, env: Record<string, string>, script?: string, cwd?: string) {
+  const child = runNode(t, { PORT: '0', ...env }, script, cwd)
+  const url = await waitFor('the listening line', () => {
+    if (child.process.exitCode !== null) throw new Error(`server exited early: ${child.stderr()}`)
+    return logLines(child).find((line) => line.msg === 'listening')?.url as string | undefined
+  })
+  return { child, url }
+}
