@@ -4,12 +4,14 @@ import type { KeyStore } from './keys.js'
 
 export type AuthFailure = 'missing' | 'invalid' | 'expired'
 
-/** The outcome of `authenticate`: the key's id, or why the request was refused. */
-export type AuthResult = { ok: true; keyId: string } | { ok: false; reason: AuthFailure }
+/**
+ * The outcome of `authenticate`: the key's id, or why the request was refused.
+ * An expired key's id is given too, so operators can see who still uses an old key.
+ */
+export type AuthResult = { ok: true; keyId: string } | { ok: false; reason: AuthFailure; keyId?: string }
 
 const MISSING: AuthResult = Object.freeze({ ok: false, reason: 'missing' })
 const INVALID: AuthResult = Object.freeze({ ok: false, reason: 'invalid' })
-const EXPIRED: AuthResult = Object.freeze({ ok: false, reason: 'expired' })
 const BEARER = /^bearer +/i
 
 /**
@@ -34,5 +36,5 @@ export function authenticate(keys: KeyStore, req: IncomingMessage, now = Date.no
   if (credential === undefined) return MISSING
   const record = keys.lookup(credential)
   if (record === undefined) return INVALID
-  return record.expiresAtMs > now ? { ok: true, keyId: record.id } : EXPIRED
+  return record.expiresAtMs > now ? { ok: true, keyId: record.id } : { ok: false, reason: 'expired', keyId: record.id }
 }

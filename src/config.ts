@@ -10,8 +10,11 @@ export class ConfigError extends Error {
 export interface Config {
   port: number
   host: string
-  /** The one key given by `API_KEY`, or the demo key when `demo` is true. */
-  apiKey: string
+  /** The key given by `API_KEY` (id `env`), or the demo key when `demo` is true. */
+  apiKey?: string
+  /** Path of the keys file from `API_KEYS_FILE`. */
+  keysFile?: string
+  /** True when neither `API_KEY` nor `API_KEYS_FILE` is set: the demo key serves. */
   demo: boolean
   headersTimeoutMs: number
   requestTimeoutMs: number
@@ -29,11 +32,13 @@ type Env = Readonly<Record<string, string | undefined>>
 /** Reads the configuration from `env`; throws `ConfigError` naming the first bad variable. */
 export function loadConfig(env: Env): { config: Config; warnings: string[] } {
   const warnings: string[] = []
-  const { apiKey, demo } = readApiKey(env, warnings)
+  const keysFile = readKeysFilePath(env)
+  const { apiKey, demo } = readApiKey(env, keysFile !== undefined, warnings)
   const config: Config = {
     port: readInteger(env, 'PORT', 3000, 0, 65535),
     host: readHost(env),
     apiKey,
+    keysFile,
     demo,
     headersTimeoutMs: readInteger(env, 'HEADERS_TIMEOUT_MS', 10_000, 1, 3_600_000),
     requestTimeoutMs: readInteger(env, 'REQUEST_TIMEOUT_MS', 30_000, 0, 3_600_000),
@@ -77,13 +82,21 @@ function readHost(env: Env): string {
   return host
 }
 
-function readApiKey(env: Env, warnings: string[]): { apiKey: string; demo: boolean } {
+function readKeysFilePath(env: Env): string | undefined {
+  const file = env.API_KEYS_FILE
+  if (file === undefined) return undefined
+  if (file.trim() === '') throw new ConfigError('API_KEYS_FILE must be the path of a keys file, got an empty value')
+  return file
+}
+
+function readApiKey(env: Env, hasKeysFile: boolean, warnings: string[]): { apiKey?: string; demo: boolean } {
   const key = env.API_KEY
   if (key === undefined) {
+    if (hasKeysFile) return { demo: false }
     if (env.NODE_ENV === 'production') {
-      throw new ConfigError('API_KEY is not set: the demo key is refused when NODE_ENV=production')
+      throw new ConfigError('API_KEY is not set (nor API_KEYS_FILE): the demo key is refused when NODE_ENV=production')
     }
-    warnings.push(`no API_KEY set: serving with the public demo key "${DEMO_KEY}"; never use it in production`)
+    warnings.push(`no API_KEY or API_KEYS_FILE set: serving with the public demo key "${DEMO_KEY}"; never use it in production`)
     return { apiKey: DEMO_KEY, demo: true }
   }
   // The message describes the fault and never echoes the value: it is a secret.

@@ -136,7 +136,7 @@ function logRequest(
     path: path.length > MAX_LOGGED_PATH ? path.slice(0, MAX_LOGGED_PATH) : path,
     status: res.statusCode,
     ms: Math.round((performance.now() - startedMs) * 1000) / 1000,
-    keyId: auth?.ok ? auth.keyId : undefined,
+    keyId: auth?.keyId,
     reason: auth?.ok === false ? auth.reason : undefined,
     client: req.socket.remoteAddress,
     requestId,

@@ -22,6 +22,7 @@ export interface KeyStore {
 
 export const MAX_KEY_LENGTH = 4096
 const VALID_KEY = /^[\x21-\x7e]{1,4096}$/
+const VALID_ID = /^[A-Za-z0-9._:@-]{1,128}$/
 const SHA256_HEX = /^[0-9a-f]{64}$/
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/
 // Compared against on a miss, so that a hit and a miss do the same work.
@@ -32,6 +33,11 @@ export function isValidKey(key: string): boolean {
   return VALID_KEY.test(key)
 }
 
+/** True when `id` is 1 to 128 characters of `A-Z a-z 0-9 . _ : @ -`. */
+export function isValidKeyId(id: string): boolean {
+  return VALID_ID.test(id)
+}
+
 /** SHA-256 of the UTF-8 bytes of `value`, as a 32-character latin1 string (a cheap `Map` key). */
 export function digestOf(value: string): string {
   return hash('sha256', value, 'binary') // 'binary' is latin1: one char per byte
@@ -39,21 +45,32 @@ export function digestOf(value: string): string {
 
 /** Builds a store from entries; throws a `TypeError` naming the entry and field on bad input. */
 export function createKeyStore(entries: readonly KeyEntry[]): KeyStore {
-  if (!Array.isArray(entries)) throw new TypeError('keys must be an array of { id, key } or { id, sha256 } entries')
+  const { store, problems } = tryCreateKeyStore(entries)
+  if (store === undefined) throw new TypeError(problems[0])
+  return store
+}
+
+/** Like `createKeyStore`, but reports every problem (one message per bad entry) instead of the first. */
+export function tryCreateKeyStore(entries: readonly KeyEntry[]): { store?: KeyStore; problems: string[] } {
+  if (!Array.isArray(entries)) return { problems: ['keys must be an array of { id, key } or { id, sha256 } entries'] }
   const byDigest = new Map<string, StoredKey>()
   const ids = new Set<string>()
+  const problems: string[] = []
   entries.forEach((entry, index) => {
-    const { digest, record } = prepareEntry(entry, index)
-    if (ids.has(record.id)) throw new TypeError(`${where(index, record.id)}: id is used by an earlier entry`)
-    const clash = byDigest.get(digest)
-    if (clash !== undefined) throw new TypeError(`${where(index, record.id)}: same key as entry "${clash.record.id}"`)
-    ids.add(record.id)
-    byDigest.set(digest, { record, digest: Buffer.from(digest, 'latin1') })
+    try {
+      const { digest, record } = prepareEntry(entry, index)
+      if (ids.has(record.id)) throw new TypeError(`${where(index, record.id)}: id is used by an earlier entry`)
+      const clash = byDigest.get(digest)
+      if (clash !== undefined) throw new TypeError(`${where(index, record.id)}: same key as entry "${clash.record.id}"`)
+      ids.add(record.id)
+      byDigest.set(digest, { record, digest: Buffer.from(digest, 'latin1') })
+    } catch (error) {
+      problems.push((error as Error).message)
+    }
   })
-  return {
-    size: byDigest.size,
-    lookup: (credential) => lookupDigest(byDigest, credential),
-  }
+  if (problems.length > 0) return { problems }
+  const store: KeyStore = { size: byDigest.size, lookup: (credential) => lookupDigest(byDigest, credential) }
+  return { store, problems }
 }
 
 interface StoredKey {
@@ -74,7 +91,7 @@ function lookupDigest(byDigest: Map<string, StoredKey>, credential: string): Key
 function prepareEntry(entry: KeyEntry, index: number): { digest: string; record: KeyRecord } {
   if (entry === null || typeof entry !== 'object') throw new TypeError(`keys[${index}]: must be an object`)
   const id = entry.id
-  if (typeof id !== 'string' || !/^[A-Za-z0-9._:@-]{1,128}$/.test(id)) {
+  if (typeof id !== 'string' || !isValidKeyId(id)) {
     throw new TypeError(`keys[${index}]: id must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -`)
   }
   const digest = digestOfEntry(entry, index)

@@ -2,9 +2,10 @@
 /** Entry point: configuration from the environment, the HTTP server, signals and clean shutdown. */
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { ConfigError, DEMO_KEY, loadConfig, type Config } from './config.js'
 import { createHandler } from './handler.js'
-import { createKeyStore } from './keys.js'
+import { createKeyStore, type KeyStore } from './keys.js'
+import { createSwappableKeyStore, ENV_KEY_ID, loadKeysFile, startKeysFileReloads, type KeysFileReloader } from './keys-file.js'
 import { createLogger, type Logger } from './log.js'
 
 // How often node:http looks for connections past their headers or request timeout (its default is 30 s).
@@ -14,7 +15,7 @@ function main(): void {
   const { config, warnings } = loadConfigOrExit()
   const log = createLogger({ level: config.logLevel, write: (chunk) => process.stdout.write(chunk) })
   for (const warning of warnings) log.warn(warning)
-  const keys = createKeyStore([{ id: config.demo ? 'demo' : 'env', key: config.apiKey }])
+  const { keys, reloader } = exitOnConfigError(() => loadKeys(config, log), log)
   const server = createServer(
     {
       headersTimeout: config.headersTimeoutMs,
@@ -29,16 +30,39 @@ function main(): void {
     const { port } = server.address() as AddressInfo
     log.info('listening', { url: `http://${urlHost(config.host)}:${port}`, keys: keys.size, pid: process.pid })
   })
+  // Without a handler SIGHUP would kill the process: with no keys file there is nothing to reload.
+  process.on('SIGHUP', () => (reloader ? reloader.reload('SIGHUP') : log.info('SIGHUP: no API_KEYS_FILE to reload')))
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => shutdown(server, log, config.shutdownTimeoutMs, signal))
+    process.once(signal, () => {
+      reloader?.close()
+      shutdown(server, log, config.shutdownTimeoutMs, signal)
+    })
   }
 }
 
+/** The key store for the configuration: the keys file (reloaded as it changes) plus `API_KEY`, or the demo key. */
+function loadKeys(config: Config, log: Logger): { keys: KeyStore; reloader?: KeysFileReloader } {
+  if (config.keysFile === undefined) {
+    const id = config.demo ? 'demo' : ENV_KEY_ID
+    return { keys: createKeyStore([{ id, key: config.apiKey ?? DEMO_KEY }]) }
+  }
+  const file = config.keysFile
+  const { store, text } = loadKeysFile(file, config.apiKey)
+  const keys = createSwappableKeyStore(store)
+  return { keys, reloader: startKeysFileReloads({ file, envKey: config.apiKey, store: keys, initialText: text, log }) }
+}
+
 function loadConfigOrExit(): ReturnType<typeof loadConfig> {
+  return exitOnConfigError(() => loadConfig(process.env))
+}
+
+/** Runs `load`; a `ConfigError` (a user's mistake) becomes one stderr line and exit 1, anything else a crash. */
+function exitOnConfigError<T>(load: () => T, log?: Logger): T {
   try {
-    return loadConfig(process.env)
+    return load()
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error
+    log?.flush()
     process.stderr.write(`keygate: ${error.message}\n`)
     process.exit(1)
   }

@@ -36,16 +36,19 @@ for (const [name, headers, reason] of [
   ['no credential', {}, 'missing'],
   ['a wrong key', { authorization: 'wrong' }, 'invalid'],
   ['a Basic credential', { authorization: 'Basic bGl2ZS1rZXk=' }, 'invalid'],
-  ['an expired key', { 'x-api-key': 'old-key' }, 'expired'],
 ] as const) {
   test(`authenticate refuses ${name} as ${reason}`, () => {
     assert.deepEqual(authenticate(keys, request(headers)), { ok: false, reason })
   })
 }
 
+test('authenticate refuses an expired key as expired, naming the key', () => {
+  assert.deepEqual(authenticate(keys, request({ 'x-api-key': 'old-key' })), { ok: false, reason: 'expired', keyId: 'old' })
+})
+
 test('authenticate checks expiry against the clock it is given', () => {
   const dated = createKeyStore([{ id: 'd', key: 'dated-key', expiresAt: '2030-01-01T00:00:00Z' }])
   const req = request({ authorization: 'dated-key' })
   assert.equal(authenticate(dated, req, Date.UTC(2029, 11, 31)).ok, true)
-  assert.deepEqual(authenticate(dated, req, Date.UTC(2030, 0, 1)), { ok: false, reason: 'expired' })
+  assert.deepEqual(authenticate(dated, req, Date.UTC(2030, 0, 1)), { ok: false, reason: 'expired', keyId: 'd' })
 })
