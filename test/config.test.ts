@@ -22,6 +22,7 @@ test('reads every variable', () => {
     PORT: '0',
     HOST: '0.0.0.0',
     API_KEY: 'a-long-enough-key-123',
+    API_KEYS_FILE: '/etc/keygate/keys.json',
     HEADERS_TIMEOUT_MS: '2000',
     REQUEST_TIMEOUT_MS: '0',
     KEEP_ALIVE_TIMEOUT_MS: '1000',
@@ -32,6 +33,7 @@ test('reads every variable', () => {
     port: 0,
     host: '0.0.0.0',
     apiKey: 'a-long-enough-key-123',
+    keysFile: '/etc/keygate/keys.json',
     demo: false,
     headersTimeoutMs: 2000,
     requestTimeoutMs: 0,
@@ -68,6 +70,7 @@ for (const [env, variable] of [
   [{ SHUTDOWN_TIMEOUT_MS: '1e3' }, 'SHUTDOWN_TIMEOUT_MS'],
   [{ HEADERS_TIMEOUT_MS: '40000' }, 'HEADERS_TIMEOUT_MS'],
   [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL'],
+  [{ API_KEYS_FILE: '' }, 'API_KEYS_FILE'],
 ] as const) {
   test(`${JSON.stringify(env).slice(0, 60)} is a ConfigError naming ${variable}`, () => {
     assert.throws(() => loadConfig(env), (error: unknown) => {
@@ -84,6 +87,14 @@ test('a bad key is described without being echoed', () => {
     assert.doesNotMatch(error.message, /my secret/)
     return true
   })
+})
+
+test('a keys file alone replaces the demo key, in production too', () => {
+  const { config, warnings } = loadConfig({ NODE_ENV: 'production', API_KEYS_FILE: 'keys.json' })
+  assert.equal(config.demo, false)
+  assert.equal(config.apiKey, undefined)
+  assert.equal(config.keysFile, 'keys.json')
+  assert.deepEqual(warnings, [])
 })
 
 test('production with a real key is fine', () => {
