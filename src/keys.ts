@@ -58,11 +58,13 @@ export function tryCreateKeyStore(entries: readonly KeyEntry[]): { store?: KeySt
   const problems: string[] = []
   entries.forEach((entry, index) => {
     try {
-      const { digest, record } = prepareEntry(entry, index)
-      if (ids.has(record.id)) throw new TypeError(`${where(index, record.id)}: id is used by an earlier entry`)
+      const id = idOf(entry, index)
+      if (ids.has(id)) throw new TypeError(`${where(index, id)}: id is used by an earlier entry`)
+      ids.add(id)
+      const digest = digestOfEntry(entry, index)
+      const record: KeyRecord = Object.freeze({ id, expiresAtMs: parseExpiry(entry.expiresAt, index, id) })
       const clash = byDigest.get(digest)
       if (clash !== undefined) throw new TypeError(`${where(index, record.id)}: same key as entry "${clash.record.id}"`)
-      ids.add(record.id)
       byDigest.set(digest, { record, digest: Buffer.from(digest, 'latin1') })
     } catch (error) {
       problems.push((error as Error).message)
@@ -88,14 +90,12 @@ function lookupDigest(byDigest: Map<string, StoredKey>, credential: string): Key
   return equal && found !== undefined ? found.record : undefined
 }
 
-function prepareEntry(entry: KeyEntry, index: number): { digest: string; record: KeyRecord } {
+function idOf(entry: KeyEntry, index: number): string {
   if (entry === null || typeof entry !== 'object') throw new TypeError(`keys[${index}]: must be an object`)
-  const id = entry.id
-  if (typeof id !== 'string' || !isValidKeyId(id)) {
+  if (typeof entry.id !== 'string' || !isValidKeyId(entry.id)) {
     throw new TypeError(`keys[${index}]: id must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -`)
   }
-  const digest = digestOfEntry(entry, index)
-  return { digest, record: Object.freeze({ id, expiresAtMs: parseExpiry(entry.expiresAt, index, id) }) }
+  return entry.id
 }
 
 function digestOfEntry(entry: KeyEntry, index: number): string {

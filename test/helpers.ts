@@ -10,6 +10,7 @@ import { createKeyStore } from '../dist/keys.js'
 
 export const TEST_KEY = 'test-key-0123456789abcdef'
 export const SERVER_JS = fileURLToPath(new URL('../dist/server.js', import.meta.url))
+export const CLI_JS = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 export const DIST_DIR = fileURLToPath(new URL('../dist/', import.meta.url))
 
 /** Listens on 127.0.0.1 port 0, closes after the test; returns the base URL. */
@@ -51,8 +52,8 @@ export interface Child {
 }
 
 /** Runs `node dist/server.js` (or `script`) with `env`; killed by PID after the test if still running. */
-export function runNode(t: TestContext, env: Record<string, string>, script = SERVER_JS, cwd?: string): Child {
-  const child = spawn(process.execPath, [script], {
+export function runNode(t: TestContext, env: Record<string, string>, script = SERVER_JS, cwd?: string, args: string[] = []): Child {
+  const child = spawn(process.execPath, [script, ...args], {
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -71,10 +72,14 @@ export function runNode(t: TestContext, env: Record<string, string>, script = SE
 }
 
 /** Polls `check` every 10 ms until it returns a value, or fails after `deadlineMs`. */
-export async function waitFor<T>(what: string, check: () => T | undefined, deadlineMs = 10_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  deadlineMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + deadlineMs
   for (;;) {
-    const value = check()
+    const value = await check()
     if (value !== undefined) return value
     if (Date.now() > deadline) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`)
     await new Promise((resolve) => setTimeout(resolve, 10))
@@ -87,8 +92,8 @@ export function logLines(child: Child): Array<Record<string, unknown>> {
 }
 
 /** Starts the entry point and waits for its `listening` line; returns the URL it logged. */
-export async function startServerProcess(t: TestContext, env: Record<string, string>, script?: string, cwd?: string) {
-  const child = runNode(t, { PORT: '0', ...env }, script, cwd)
+export async function startServerProcess(t: TestContext, env: Record<string, string>, script?: string, cwd?: string, args?: string[]) {
+  const child = runNode(t, { PORT: '0', ...env }, script, cwd, args)
   const url = await waitFor('the listening line', () => {
     if (child.process.exitCode !== null) throw new Error(`server exited early: ${child.stderr()}`)
     return logLines(child).find((line) => line.msg === 'listening')?.url as string | undefined

@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test, type TestContext } from 'node:test'
+import { crc32, generateKey, hasValidChecksum } from '../dist/keygen.js'
+import { CLI_JS, startServerProcess } from './helpers.js'
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
+
+/** Runs `keygate ARGS` to completion (10 s at most) with `input` on stdin. */
+function keygate(args: string[], input = '') {
+  const result = spawnSync(process.execPath, [CLI_JS, ...args], { input, encoding: 'utf8', timeout: 10_000 })
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr }
+}
+
+function tempFile(t: TestContext, text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-cli-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'keys.json')
+  writeFileSync(file, text)
+  return file
+}
+
+test('crc32 matches the standard check value', () => {
+  assert.equal(crc32(Buffer.from('123456789')), 0xcbf43926)
+  assert.equal(crc32(Buffer.alloc(0)), 0)
+})
+
+test('generated keys have the kg_ shape and a checksum that catches a changed character', () => {
+  const key = generateKey()
+  assert.match(key, /^kg_[0-9A-Za-z]{46}$/)
+  assert.equal(hasValidChecksum(key), true)
+  const typo = key.slice(0, 10) + (key[10] === 'a' ? 'b' : 'a') + key.slice(11)
+  assert.equal(hasValidChecksum(typo), false)
+  assert.equal(hasValidChecksum('kg_short'), false)
+})
+
+test('generated keys use every base62 character without modulo bias', () => {
+  const counts = new Map<string, number>()
+  for (let i = 0; i < 2000; i++) {
+    for (const char of generateKey().slice(3, 43)) counts.set(char, (counts.get(char) ?? 0) + 1)
+  }
+  assert.equal(counts.size, 62)
+  // byte % 62 over all 256 byte values would favour the first 8 characters by 25%.
+  const mean = (chars: string) => [...chars].reduce((sum, c) => sum + (counts.get(c) ?? 0), 0) / chars.length
+  const favoured = mean('01234567')
+  const others = mean('89ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz')
+  assert.ok(Math.abs(favoured / others - 1) < 0.1, `first 8: ${favoured}, others: ${others}`)
+})
+
+test('keygen prints a key and its keys-file entry with the sha256 of that key', () => {
+  const { code, stdout, stderr } = keygate(['keygen', '--id', 'billing', '--expires', '2027-06-30T00:00:00Z'])
+  assert.equal(code, 0, stderr)
+  const [key, entryLine, extra] = stdout.split('\n')
+  assert.equal(extra, '')
+  assert.match(key ?? '', /^kg_[0-9A-Za-z]{46}$/)
+  assert.deepEqual(JSON.parse(entryLine ?? ''), { id: 'billing', sha256: sha256(key ?? ''), expiresAt: '2027-06-30T00:00:00Z' })
+  assert.ok(!stderr.includes(key ?? ''), 'the key must only go to stdout')
+})
+
+test('keygen without --id makes a dated id, and two runs give different keys', () => {
+  const first = keygate(['keygen']).stdout.split('\n')
+  const second = keygate(['keygen']).stdout.split('\n')
+  assert.notEqual(first[0], second[0])
+  assert.match(JSON.parse(first[1] ?? '').id, /^key-\d{8}-[0-9a-f]{4}$/)
+})
+
+test('a keygen key works in a keys file', async (t) => {
+  const [key, entry] = keygate(['keygen', '--id', 'fresh']).stdout.split('\n')
+  const file = tempFile(t, `{ "keys": [ ${entry} ] }`)
+  const { url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  const res = await fetch(`${url}/auth`, { headers: { authorization: `Bearer ${key}` } })
+  assert.equal(res.status, 204)
+  assert.equal(res.headers.get('x-keygate-key-id'), 'fresh')
+})
+
+for (const [args, message] of [
+  [['keygen', '--id', 'has space'], /--id must be/],
+  [['keygen', '--expires', 'tomorrow'], /--expires must be an ISO-8601 date/],
+  [['keygen', '--bogus'], /Unknown option '--bogus'/],
+  [['keygen', 'extra'], /unexpected argument "extra"/],
+  [['frobnicate'], /unknown command "frobnicate"/],
+  [['check'], /expected exactly one FILE/],
+  [['hash', '--salt', 'x'], /Unknown option '--salt'/],
+] as const) {
+  test(`keygate ${args.join(' ')}: exit 2 with the usage`, () => {
+    const { code, stdout, stderr } = keygate([...args])
+    assert.equal(code, 2)
+    assert.equal(stdout, '')
+    assert.match(stderr, message)
+    assert.match(stderr, /Usage: keygate \[command\]/)
+  })
+}
+
+for (const command of ['serve', 'keygen', 'hash', 'check']) {
+  test(`keygate ${command} --help prints its usage and exits 0`, () => {
+    const { code, stdout } = keygate([command, '--help'])
+    assert.equal(code, 0)
+    assert.match(stdout, new RegExp(`^Usage: keygate ${command}`))
+  })
+}
+
+test('keygate --help lists every command', () => {
+  const { code, stdout } = keygate(['--help'])
+  assert.equal(code, 0)
+  for (const command of ['serve', 'keygen', 'hash', 'check']) assert.match(stdout, new RegExp(`\\n  ${command}\\b`))
+})
+
+test('hash reads a key on stdin and prints its SHA-256 hex, ignoring one trailing newline', () => {
+  for (const input of ['my-key-value', 'my-key-value\n', 'my-key-value\r\n']) {
+    const { code, stdout } = keygate(['hash'], input)
+    assert.equal(code, 0)
+    assert.equal(stdout, `${sha256('my-key-value')}\n`)
+  }
+})
+
+for (const [name, input] of [['nothing', ''], ['a key with a space', 'my key'], ['two lines', 'a\nb\n']] as const) {
+  test(`hash refuses ${name} on stdin with exit 1`, () => {
+    const { code, stdout, stderr } = keygate(['hash'], input)
+    assert.equal(code, 1)
+    assert.equal(stdout, '')
+    assert.match(stderr, /must be 1 to 4096 visible ASCII/)
+  })
+}
+
+test('check: a valid file is exit 0 with a summary of expired, soon-expiring and plain-text entries', (t) => {
+  const soon = new Date(Date.now() + 3 * 86_400_000).toISOString()
+  const file = tempFile(t, JSON.stringify({ keys: [
+    { id: 'billing', sha256: sha256('b') },
+    { id: 'old', sha256: sha256('o'), expiresAt: '2020-01-01T00:00:00Z' },
+    { id: 'soon', sha256: sha256('s'), expiresAt: soon },
+    { id: 'local-dev', key: 'plain-text-key' },
+  ] }))
+  const { code, stdout } = keygate(['check', file])
+  assert.equal(code, 0)
+  assert.equal(stdout, [
+    `${file}: OK, 4 keys`,
+    '  expired: old (2020-01-01T00:00:00.000Z)',
+    `  expiring within 30 days: soon (${soon})`,
+    '  plain-text keys (use sha256 instead): local-dev',
+    '',
+  ].join('\n'))
+  assert.ok(!stdout.includes('plain-text-key'))
+})
+
+test('check: an invalid file is exit 1 with every problem, one per line', (t) => {
+  const file = tempFile(t, JSON.stringify({ keys: [{ id: 'a', sha256: 'zz' }, { id: 'a', key: 'dup-secret' }, { id: 'c', key: 'k', expiresat: 'x' }] }))
+  const { code, stdout, stderr } = keygate(['check', file])
+  assert.equal(code, 1)
+  assert.equal(stdout, '')
+  assert.deepEqual(stderr.trimEnd().split('\n'), [
+    `${file}: keys[2] (id "c"): unknown field "expiresat" (allowed: id, key, sha256, expiresAt)`,
+    `${file}: keys[0] (id "a"): sha256 must be 64 lowercase hex characters`,
+    `${file}: keys[1] (id "a"): id is used by an earlier entry`,
+  ])
+  assert.ok(!stderr.includes('dup-secret'))
+})
+
+test('check: a missing file is exit 1', () => {
+  const { code, stderr } = keygate(['check', '/nonexistent/keys.json'])
+  assert.equal(code, 1)
+  assert.equal(stderr, '/nonexistent/keys.json: file not found\n')
+})
+
+for (const args of [[], ['serve']]) {
+  test(`keygate ${args.join(' ') || '(no command)'} runs the server`, async (t) => {
+    const { url } = await startServerProcess(t, { API_KEY: 'cli-serve-key-0123456789' }, CLI_JS, undefined, args)
+    const res = await fetch(`${url}/data`, { headers: { authorization: 'cli-serve-key-0123456789' } })
+    assert.equal(res.status, 200)
+    await res.arrayBuffer()
+  })
+}

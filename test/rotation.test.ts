@@ -1,0 +1,219 @@
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test, type TestContext } from 'node:test'
+import { createKeyStore } from '../dist/keys.js'
+import { createLogger } from '../dist/log.js'
+import { logLines, runNode, startKeygate, startServerProcess, waitFor, type Child } from './helpers.js'
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
+const KEY_A = 'rotation-key-aaaaaaaaaaaaaaaa'
+const KEY_B = 'rotation-key-bbbbbbbbbbbbbbbb'
+const KEY_C = 'rotation-key-cccccccccccccccc'
+const ENV_KEY = 'rotation-env-key-eeeeeeeeeeee'
+const ALL_KEYS = [KEY_A, KEY_B, KEY_C, ENV_KEY]
+
+type Entry = { id: string; sha256?: string; key?: string; expiresAt?: string }
+const hashed = (id: string, key: string): Entry => ({ id, sha256: sha256(key) })
+const keysJson = (...entries: Entry[]) => JSON.stringify({ keys: entries }, null, 2)
+
+function tempDir(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-rotation-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** Replaces `file` the safe way: write a temp file beside it, then rename over it. */
+function replaceFile(file: string, text: string): void {
+  writeFileSync(`${file}.tmp`, text)
+  renameSync(`${file}.tmp`, file)
+}
+
+async function statusWith(url: string, key: string): Promise<number> {
+  const res = await fetch(`${url}/data`, { headers: { authorization: `Bearer ${key}` } })
+  await res.arrayBuffer()
+  return res.status
+}
+
+const reloads = (child: Child, msg: string) => logLines(child).filter((line) => String(line.msg).startsWith(msg))
+
+/** Waits until the child has logged its `count`-th line starting with `msg`, and returns it. */
+function waitForLog(child: Child, msg: string, count = 1) {
+  return waitFor(`log line #${count} "${msg}"`, () => reloads(child, msg)[count - 1])
+}
+
+function assertNoKeyMaterial(child: Child): void {
+  const output = child.stdout() + child.stderr()
+  for (const key of ALL_KEYS) {
+    assert.ok(!output.includes(key), 'a key appeared in the output')
+    assert.ok(!output.includes(sha256(key)), 'a key digest appeared in the output')
+  }
+}
+
+test('serves the keys of the file plus API_KEY, and logs the count', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, keysJson(hashed('a', KEY_A), { id: 'b', key: KEY_B }))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file, API_KEY: ENV_KEY })
+  assert.equal(await statusWith(url, KEY_A), 200)
+  assert.equal(await statusWith(url, KEY_B), 200)
+  assert.equal(await statusWith(url, ENV_KEY), 200)
+  assert.equal(await statusWith(url, KEY_C), 401)
+  assert.equal(logLines(child).find((line) => line.msg === 'listening')?.keys, 3)
+  assertNoKeyMaterial(child)
+})
+
+for (const [name, text, expected] of [
+  ['invalid JSON', '{"keys": [', /^keygate: API_KEYS_FILE \S+: is not valid JSON/],
+  ['a duplicate id', keysJson(hashed('a', KEY_A), hashed('a', KEY_B)), /^keygate: API_KEYS_FILE \S+: keys\[1\] \(id "a"\): id is used by an earlier entry$/],
+  ['a plain key with a space', keysJson({ id: 'a', key: `${KEY_A} x` }), /keys\[0\] \(id "a"\): key must be/],
+  ['two problems', keysJson({ id: 'a', sha256: 'nothex' }, { id: 'b', key: KEY_B, expiresAt: 'never' }), /keys\[0\] \(id "a"\): sha256 must be 64 lowercase hex characters \(and 1 more problem\)$/],
+] as const) {
+  test(`a keys file with ${name} stops startup: exit 1, one line naming the file and entry`, async (t) => {
+    const file = join(tempDir(t), 'keys.json')
+    writeFileSync(file, text)
+    const child = runNode(t, { PORT: '0', API_KEYS_FILE: file })
+    assert.equal(await child.exited, 1)
+    const lines = child.stderr().trimEnd().split('\n')
+    assert.equal(lines.length, 1, child.stderr())
+    assert.match(lines[0] ?? '', expected)
+    assertNoKeyMaterial(child)
+  })
+}
+
+test('a missing keys file stops startup with exit 1', async (t) => {
+  const file = join(tempDir(t), 'nowhere.json')
+  const child = runNode(t, { PORT: '0', API_KEYS_FILE: file })
+  assert.equal(await child.exited, 1)
+  assert.equal(child.stderr(), `keygate: API_KEYS_FILE ${file}: file not found\n`)
+})
+
+test('SIGHUP reloads the file: a new key works at once', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, keysJson(hashed('a', KEY_A)))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  assert.equal(await statusWith(url, KEY_B), 401)
+  writeFileSync(file, keysJson(hashed('a', KEY_A), hashed('b', KEY_B)))
+  child.process.kill('SIGHUP')
+  const line = await waitFor('a SIGHUP reload', () => reloads(child, 'keys reloaded').find((l) => l.trigger === 'SIGHUP'))
+  assert.equal(line.keys, 2)
+  assert.equal(await statusWith(url, KEY_B), 200)
+  assert.equal(await statusWith(url, KEY_A), 200)
+  assertNoKeyMaterial(child)
+})
+
+test('SIGHUP without a keys file is logged and keeps serving', async (t) => {
+  const { child, url } = await startServerProcess(t, { API_KEY: ENV_KEY })
+  child.process.kill('SIGHUP')
+  await waitForLog(child, 'SIGHUP: no API_KEYS_FILE')
+  assert.equal(await statusWith(url, ENV_KEY), 200)
+})
+
+test('a file renamed over the old one is picked up without a signal', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, keysJson(hashed('a', KEY_A)))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  replaceFile(file, keysJson(hashed('b', KEY_B)))
+  const line = await waitForLog(child, 'keys reloaded')
+  assert.equal(line.trigger, 'change')
+  assert.equal(line.keys, 1)
+  assert.equal(await statusWith(url, KEY_B), 200)
+  assert.equal(await statusWith(url, KEY_A), 401)
+  assertNoKeyMaterial(child)
+})
+
+test('a Kubernetes-style symlink swap of ..data is picked up', async (t) => {
+  const dir = tempDir(t)
+  const publish = (version: string, text: string) => {
+    mkdirSync(join(dir, version))
+    writeFileSync(join(dir, version, 'keys.json'), text)
+    symlinkSync(version, join(dir, '..data_tmp'))
+    renameSync(join(dir, '..data_tmp'), join(dir, '..data')) // atomic, as the kubelet does
+  }
+  publish('..v1', keysJson(hashed('a', KEY_A)))
+  symlinkSync(join('..data', 'keys.json'), join(dir, 'keys.json'))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: join(dir, 'keys.json') })
+  assert.equal(await statusWith(url, KEY_A), 200)
+  publish('..v2', keysJson(hashed('c', KEY_C)))
+  const line = await waitForLog(child, 'keys reloaded')
+  assert.equal(line.keys, 1)
+  assert.equal(await statusWith(url, KEY_C), 200)
+  assert.equal(await statusWith(url, KEY_A), 401)
+})
+
+test('an invalid new file keeps the previous keys serving and logs an error', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, keysJson(hashed('a', KEY_A)))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  for (const [count, bad] of [
+    [1, `{"keys": [ {"id": "b", "key": ${KEY_B}} ]}`],
+    [2, keysJson(hashed('a', KEY_A), hashed('a', KEY_B))],
+  ] as const) {
+    replaceFile(file, bad)
+    const failure = await waitForLog(child, 'keys reload failed', count)
+    assert.equal(failure.level, 'error')
+    assert.equal(failure.keys, 1)
+    assert.equal(await statusWith(url, KEY_A), 200)
+    assert.equal(await statusWith(url, KEY_B), 401)
+  }
+  rmSync(file)
+  child.process.kill('SIGHUP')
+  const missing = await waitForLog(child, 'keys reload failed', 3)
+  assert.match(String(missing.error), /file not found/)
+  assert.equal(await statusWith(url, KEY_A), 200)
+  assertNoKeyMaterial(child)
+})
+
+test('rotation under a stream of requests: add the new key, move clients, remove the old key; nothing fails', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, keysJson(hashed('old', KEY_A)))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  const statuses = new Map<number, number>()
+  let stop = false
+  let currentKey = KEY_A
+  const stream = (async () => {
+    for (let i = 0; i < 20_000 && !stop; i++) {
+      const status = await statusWith(url, currentKey)
+      statuses.set(status, (statuses.get(status) ?? 0) + 1)
+    }
+  })()
+  replaceFile(file, keysJson(hashed('old', KEY_A), hashed('new', KEY_B)))
+  await waitFor('the new key to work', () => answers(url, KEY_B, 200))
+  currentKey = KEY_B
+  replaceFile(file, keysJson(hashed('new', KEY_B)))
+  await waitFor('the old key to stop working', () => answers(url, KEY_A, 401))
+  for (let i = 0; i < 3; i++) {
+    replaceFile(file, keysJson(hashed('new', KEY_B), hashed(`extra-${i}`, KEY_C)))
+    await waitFor('the extra key', () => answers(url, KEY_C, 200))
+    replaceFile(file, keysJson(hashed('new', KEY_B)))
+    await waitFor('the extra key to go', () => answers(url, KEY_C, 401))
+  }
+  stop = true
+  await stream
+  assert.deepEqual([...statuses.keys()], [200], `statuses seen: ${JSON.stringify([...statuses])}`)
+  t.diagnostic(`${statuses.get(200)} requests during 8 reloads, all 200`)
+  assertNoKeyMaterial(child)
+})
+
+/** Resolves true once a request with `key` gets `status`; for `waitFor`. */
+async function answers(url: string, key: string, status: number): Promise<true | undefined> {
+  return (await statusWith(url, key)) === status || undefined
+}
+
+test('a key that expires a second from now stops working, and the log says expired with its id', async (t) => {
+  const expiresAt = new Date(Date.now() + 1000).toISOString()
+  const lines: string[] = []
+  const log = createLogger({ level: 'info', write: (chunk) => lines.push(chunk) })
+  const url = await startKeygate(t, { keys: createKeyStore([{ id: 'brief', key: KEY_A, expiresAt }]), log })
+  assert.equal(await statusWith(url, KEY_A), 200)
+  const refused = await waitFor('the key to expire', () => answers(url, KEY_A, 401), 5000)
+  assert.equal(refused, true)
+  assert.ok(Date.now() >= Date.parse(expiresAt))
+  log.flush()
+  const entries = lines.join('').trim().split('\n').map((line) => JSON.parse(line))
+  const expired = entries.find((entry) => entry.reason === 'expired')
+  assert.equal(expired?.keyId, 'brief')
+  assert.equal(expired?.status, 401)
+  assert.ok(!lines.join('').includes(KEY_A))
+})
