@@ -21,6 +21,14 @@ export interface Config {
   keepAliveTimeoutMs: number
   shutdownTimeoutMs: number
   logLevel: LogLevel
+  /** Proxy hops trusted in `X-Forwarded-For`; 0 ignores the header. */
+  trustProxy: number
+  /** Failed attempts per client within the window before 429; 0 disables throttling. */
+  authFailLimit: number
+  authFailWindowS: number
+  throttleMaxClients: number
+  /** Both set, or neither: HTTPS with this certificate chain and private key (PEM files). */
+  tls?: { certFile: string; keyFile: string }
 }
 
 /** The tutorial's key, used only when no key is configured outside production. */
@@ -45,6 +53,11 @@ export function loadConfig(env: Env): { config: Config; warnings: string[] } {
     keepAliveTimeoutMs: readInteger(env, 'KEEP_ALIVE_TIMEOUT_MS', 5_000, 0, 3_600_000),
     shutdownTimeoutMs: readInteger(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 3_600_000),
     logLevel: readLogLevel(env),
+    trustProxy: readInteger(env, 'TRUST_PROXY', 0, 0, 100),
+    authFailLimit: readInteger(env, 'AUTH_FAIL_LIMIT', 20, 0, 1_000_000),
+    authFailWindowS: readInteger(env, 'AUTH_FAIL_WINDOW_S', 60, 1, 86_400),
+    throttleMaxClients: readInteger(env, 'THROTTLE_MAX_CLIENTS', 100_000, 1, 10_000_000),
+    tls: readTlsFiles(env),
   }
   // node:http refuses a headers timeout longer than a non-zero request timeout.
   if (config.requestTimeoutMs > 0 && config.headersTimeoutMs > config.requestTimeoutMs) {
@@ -80,6 +93,15 @@ function readHost(env: Env): string {
     throw new ConfigError(`HOST must be an IP address or host name, got ${JSON.stringify(host)}`)
   }
   return host
+}
+
+function readTlsFiles(env: Env): Config['tls'] {
+  const certFile = env.TLS_CERT_FILE || undefined
+  const keyFile = env.TLS_KEY_FILE || undefined
+  if (certFile === undefined && keyFile === undefined) return undefined
+  if (keyFile === undefined) throw new ConfigError('TLS_KEY_FILE is not set: HTTPS needs both TLS_CERT_FILE and TLS_KEY_FILE')
+  if (certFile === undefined) throw new ConfigError('TLS_CERT_FILE is not set: HTTPS needs both TLS_CERT_FILE and TLS_KEY_FILE')
+  return { certFile, keyFile }
 }
 
 function readKeysFilePath(env: Env): string | undefined {

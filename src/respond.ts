@@ -1,6 +1,7 @@
 /** JSON responses written by hand: body buffers and header blocks are built once, at startup. */
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 
 /** A response prepared ahead of time: status, body and every header but `X-Request-Id`. */
 export interface Reply {
@@ -49,4 +50,33 @@ export function sendReply(
   res.writeHead(reply.status, headers)
   if (req.method === 'HEAD' || reply.body.length === 0) res.end()
   else res.end(reply.body)
+}
+
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
+}
+
+/**
+ * The `clientError` answer: malformed HTTP gets 400 (oversized headers 431, a timeout 408) with a
+ * JSON body when the socket can still take one; the connection is closed either way.
+ */
+export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage
+  if (!socket.writable || inFlight?.headersSent === true) {
+    socket.destroy()
+    return
+  }
+  const [status, text] = CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad Request']
+  const body = `{"error":"${text}"}`
+  const head = [
+    `HTTP/1.1 ${status} ${text}`,
+    `content-type: ${JSON_TYPE}`,
+    `content-length: ${body.length}`,
+    'cache-control: no-store',
+    'x-content-type-options: nosniff',
+    `x-request-id: ${randomUUID()}`,
+    'connection: close',
+  ]
+  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy())
 }

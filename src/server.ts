@@ -3,10 +3,14 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { ConfigError, DEMO_KEY, loadConfig, type Config } from './config.js'
-import { createHandler } from './handler.js'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import { createHandler, type Handler } from './handler.js'
 import { createKeyStore, type KeyStore } from './keys.js'
 import { createSwappableKeyStore, ENV_KEY_ID, loadKeysFile, startKeysFileReloads, type KeysFileReloader } from './keys-file.js'
 import { createLogger, type Logger } from './log.js'
+import { answerClientError } from './respond.js'
+import { createThrottle } from './throttle.js'
+import { MIN_TLS_VERSION, loadTlsPair, reloadTls, type TlsPair } from './tls.js'
 
 // How often node:http looks for connections past their headers or request timeout (its default is 30 s).
 const TIMEOUT_CHECK_INTERVAL_MS = 1000
@@ -16,28 +20,46 @@ function main(): void {
   const log = createLogger({ level: config.logLevel, write: (chunk) => process.stdout.write(chunk) })
   for (const warning of warnings) log.warn(warning)
   const { keys, reloader } = exitOnConfigError(() => loadKeys(config, log), log)
-  const server = createServer(
-    {
-      headersTimeout: config.headersTimeoutMs,
-      requestTimeout: config.requestTimeoutMs,
-      keepAliveTimeout: config.keepAliveTimeoutMs,
-      connectionsCheckingInterval: Math.min(TIMEOUT_CHECK_INTERVAL_MS, config.headersTimeoutMs),
-    },
-    createHandler({ keys, log }),
-  )
+  const tls = config.tls
+  const tlsPair = tls === undefined ? undefined : exitOnConfigError(() => loadTlsPair(tls), log)
+  const throttle = config.authFailLimit === 0 ? undefined : createThrottle({
+    limit: config.authFailLimit,
+    windowMs: config.authFailWindowS * 1000,
+    maxClients: config.throttleMaxClients,
+  })
+  const handler = createHandler({ keys, log, throttle, trustProxy: config.trustProxy })
+  const server = createHttpServer(config, handler, tlsPair)
+  server.on('clientError', answerClientError)
   server.on('error', (error: NodeJS.ErrnoException) => exitOnListenError(error, config, log))
   server.listen(config.port, config.host, () => {
     const { port } = server.address() as AddressInfo
-    log.info('listening', { url: `http://${urlHost(config.host)}:${port}`, keys: keys.size, pid: process.pid })
+    const url = `${tlsPair ? 'https' : 'http'}://${urlHost(config.host)}:${port}`
+    log.info('listening', { url, keys: keys.size, pid: process.pid, ...(tlsPair && { certificateValidTo: tlsPair.validTo }) })
   })
-  // Without a handler SIGHUP would kill the process: with no keys file there is nothing to reload.
-  process.on('SIGHUP', () => (reloader ? reloader.reload('SIGHUP') : log.info('SIGHUP: no API_KEYS_FILE to reload')))
+  // Without a handler SIGHUP would kill the process.
+  process.on('SIGHUP', () => {
+    if (reloader === undefined && tls === undefined) log.info('SIGHUP: no API_KEYS_FILE or TLS certificate to reload')
+    reloader?.reload('SIGHUP')
+    if (tls !== undefined) reloadTls(server as HttpsServer, tls, log)
+  })
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
       reloader?.close()
       shutdown(server, log, config.shutdownTimeoutMs, signal)
     })
   }
+}
+
+/** An HTTP server, or HTTPS when the pair is given, with the configured timeouts; it does not listen yet. */
+function createHttpServer(config: Config, handler: Handler, tlsPair: TlsPair | undefined): Server {
+  const options = {
+    headersTimeout: config.headersTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.min(TIMEOUT_CHECK_INTERVAL_MS, config.headersTimeoutMs),
+  }
+  if (tlsPair === undefined) return createServer(options, handler)
+  return createHttpsServer({ ...options, cert: tlsPair.cert, key: tlsPair.key, minVersion: MIN_TLS_VERSION }, handler)
 }
 
 /** The key store for the configuration: the keys file (reloaded as it changes) plus `API_KEY`, or the demo key. */

@@ -1,0 +1,68 @@
+/** HTTPS: loading and checking the certificate pair, and swapping it in on reload. */
+import { readFileSync } from 'node:fs'
+import { X509Certificate } from 'node:crypto'
+import type { Server as HttpsServer } from 'node:https'
+import { createSecureContext as createTlsContext } from 'node:tls'
+import { ConfigError } from './config.js'
+import type { Logger } from './log.js'
+
+export interface TlsFiles {
+  certFile: string
+  keyFile: string
+}
+
+export interface TlsPair {
+  cert: Buffer
+  key: Buffer
+  /** When the leaf certificate expires, as ISO-8601. */
+  validTo: string
+}
+
+/** TLS 1.0 and 1.1 are deprecated (RFC 8996). */
+export const MIN_TLS_VERSION = 'TLSv1.2'
+
+/** Reads and checks the pair; throws `ConfigError` naming the variable at fault. */
+export function loadTlsPair({ certFile, keyFile }: TlsFiles): TlsPair {
+  const cert = readPem('TLS_CERT_FILE', certFile)
+  const key = readPem('TLS_KEY_FILE', keyFile)
+  let validTo: string
+  try {
+    validTo = new Date(new X509Certificate(cert).validTo).toISOString()
+  } catch {
+    throw new ConfigError(`TLS_CERT_FILE ${certFile}: not a PEM certificate`)
+  }
+  try {
+    createTlsContext({ key })
+  } catch {
+    throw new ConfigError(`TLS_KEY_FILE ${keyFile}: not a PEM private key (an encrypted key is not supported)`)
+  }
+  try {
+    createTlsContext({ cert, key })
+  } catch {
+    throw new ConfigError(`TLS_KEY_FILE ${keyFile}: does not match the certificate in TLS_CERT_FILE ${certFile}`)
+  }
+  return { cert, key, validTo }
+}
+
+/** Re-reads the pair and swaps it into `server`; an invalid pair keeps the old one and logs an error. */
+export function reloadTls(server: HttpsServer, files: TlsFiles, log: Logger): void {
+  try {
+    const pair = loadTlsPair(files)
+    server.setSecureContext({ cert: pair.cert, key: pair.key, minVersion: MIN_TLS_VERSION })
+    log.info('tls reloaded', { certFile: files.certFile, validTo: pair.validTo })
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    log.error('tls reload failed: the previous certificate stays in service', { error: error.message })
+  }
+}
+
+function readPem(variable: string, file: string): Buffer {
+  try {
+    return readFileSync(file)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    const reason = code === 'ENOENT' ? 'file not found' : code === 'EACCES' ? 'permission denied' : `cannot be read (${code})`
+    throw new ConfigError(`${variable} ${file}: ${reason}`)
+  }
+}
+
