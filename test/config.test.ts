@@ -13,6 +13,11 @@ test('defaults: port 3000 on 127.0.0.1, the demo key with a warning', () => {
   assert.equal(config.keepAliveTimeoutMs, 5_000)
   assert.equal(config.shutdownTimeoutMs, 10_000)
   assert.equal(config.logLevel, 'info')
+  assert.equal(config.trustProxy, 0)
+  assert.equal(config.authFailLimit, 20)
+  assert.equal(config.authFailWindowS, 60)
+  assert.equal(config.throttleMaxClients, 100_000)
+  assert.equal(config.tls, undefined)
   assert.equal(warnings.length, 1)
   assert.match(warnings[0] ?? '', /demo key/)
 })
@@ -28,6 +33,12 @@ test('reads every variable', () => {
     KEEP_ALIVE_TIMEOUT_MS: '1000',
     SHUTDOWN_TIMEOUT_MS: '500',
     LOG_LEVEL: 'warn',
+    TRUST_PROXY: '2',
+    AUTH_FAIL_LIMIT: '5',
+    AUTH_FAIL_WINDOW_S: '30',
+    THROTTLE_MAX_CLIENTS: '1000',
+    TLS_CERT_FILE: 'cert.pem',
+    TLS_KEY_FILE: 'key.pem',
   })
   assert.deepEqual(config, {
     port: 0,
@@ -40,6 +51,11 @@ test('reads every variable', () => {
     keepAliveTimeoutMs: 1000,
     shutdownTimeoutMs: 500,
     logLevel: 'warn',
+    trustProxy: 2,
+    authFailLimit: 5,
+    authFailWindowS: 30,
+    throttleMaxClients: 1000,
+    tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
   })
   assert.deepEqual(warnings, [])
 })
@@ -71,6 +87,13 @@ for (const [env, variable] of [
   [{ HEADERS_TIMEOUT_MS: '40000' }, 'HEADERS_TIMEOUT_MS'],
   [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL'],
   [{ API_KEYS_FILE: '' }, 'API_KEYS_FILE'],
+  [{ TRUST_PROXY: '-1' }, 'TRUST_PROXY'],
+  [{ TRUST_PROXY: 'yes' }, 'TRUST_PROXY'],
+  [{ AUTH_FAIL_LIMIT: 'many' }, 'AUTH_FAIL_LIMIT'],
+  [{ AUTH_FAIL_WINDOW_S: '0' }, 'AUTH_FAIL_WINDOW_S'],
+  [{ THROTTLE_MAX_CLIENTS: '0' }, 'THROTTLE_MAX_CLIENTS'],
+  [{ TLS_CERT_FILE: 'cert.pem' }, 'TLS_KEY_FILE'],
+  [{ TLS_KEY_FILE: 'key.pem' }, 'TLS_CERT_FILE'],
 ] as const) {
   test(`${JSON.stringify(env).slice(0, 60)} is a ConfigError naming ${variable}`, () => {
     assert.throws(() => loadConfig(env), (error: unknown) => {
