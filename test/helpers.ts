@@ -31,15 +31,24 @@ export async function startKeygate(t: TestContext, options: Partial<HandlerOptio
   return (await listen(t, createHandler({ ...options, keys }))).url
 }
 
-/** Sends raw bytes on a new socket and resolves with everything the server wrote until it closed. */
-export async function rawRequest(url: string, bytes: string, deadlineMs = 5000): Promise<string> {
+/**
+ * Sends raw bytes on a new socket and resolves with everything the server wrote until the
+ * connection ended (a reset after the answer counts as an end). Rejects after `deadlineMs`.
+ */
+export async function rawRequest(url: string, bytes: string | Buffer, deadlineMs = 5000): Promise<string> {
   const { port } = new URL(url)
   const socket = connect(Number(port), '127.0.0.1')
-  socket.setTimeout(deadlineMs, () => socket.destroy(new Error(`no close within ${deadlineMs} ms`)))
+  let timedOut = false
+  socket.setTimeout(deadlineMs, () => {
+    timedOut = true
+    socket.destroy()
+  })
   const chunks: Buffer[] = []
   socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+  socket.on('error', () => {}) // EPIPE or ECONNRESET once the server has answered and closed
   socket.end(bytes)
   await once(socket, 'close')
+  if (timedOut) throw new Error(`the server did not close the connection within ${deadlineMs} ms`)
   return Buffer.concat(chunks).toString('latin1')
 }
 
