@@ -29,6 +29,8 @@ export interface Config {
   throttleMaxClients: number
   /** Both set, or neither: HTTPS with this certificate chain and private key (PEM files). */
   tls?: { certFile: string; keyFile: string }
+  /** Processes serving the port: 1 runs no cluster primary. */
+  workers: number
 }
 
 /** The tutorial's key, used only when no key is configured outside production. */
@@ -37,8 +39,11 @@ const MIN_RECOMMENDED_KEY_LENGTH = 16
 
 type Env = Readonly<Record<string, string | undefined>>
 
-/** Reads the configuration from `env`; throws `ConfigError` naming the first bad variable. */
-export function loadConfig(env: Env): { config: Config; warnings: string[] } {
+/**
+ * Reads the configuration from `env`; throws `ConfigError` naming the first bad variable.
+ * `cpuCount` is what `WORKERS=auto` means (the caller passes `os.availableParallelism()`).
+ */
+export function loadConfig(env: Env, cpuCount = 1): { config: Config; warnings: string[] } {
   const warnings: string[] = []
   const keysFile = readKeysFilePath(env)
   const { apiKey, demo } = readApiKey(env, keysFile !== undefined, warnings)
@@ -58,6 +63,7 @@ export function loadConfig(env: Env): { config: Config; warnings: string[] } {
     authFailWindowS: readInteger(env, 'AUTH_FAIL_WINDOW_S', 60, 1, 86_400),
     throttleMaxClients: readInteger(env, 'THROTTLE_MAX_CLIENTS', 100_000, 1, 10_000_000),
     tls: readTlsFiles(env),
+    workers: env.WORKERS === 'auto' ? Math.max(1, cpuCount) : readInteger(env, 'WORKERS', 1, 1, 1024),
   }
   // node:http refuses a headers timeout longer than a non-zero request timeout.
   if (config.requestTimeoutMs > 0 && config.headersTimeoutMs > config.requestTimeoutMs) {
@@ -73,7 +79,8 @@ function readInteger(env: Env, name: string, fallback: number, min: number, max:
   if (raw === undefined || raw === '') return fallback
   const value = /^\d+$/.test(raw) ? Number(raw) : NaN
   if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`)
+    const auto = name === 'WORKERS' ? ' or "auto"' : ''
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}${auto}, got ${JSON.stringify(raw)}`)
   }
   return value
 }

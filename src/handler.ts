@@ -6,7 +6,8 @@ import { discardBody, hasUnreadBody } from './body.js'
 import { clientAddressOf } from './client.js'
 import type { KeyStore } from './keys.js'
 import { silentLogger, type Logger } from './log.js'
-import { createEmptyReply, createReply, requestIdOf, sendReply, type Reply } from './respond.js'
+import { FAILURE_REASONS, createMetrics, renderMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
+import { createEmptyReply, createReply, requestIdOf, sendReply, METRICS_TYPE, type Reply } from './respond.js'
 import { throttleKeyOf, type Throttle } from './throttle.js'
 
 export interface HandlerOptions {
@@ -18,6 +19,10 @@ export interface HandlerOptions {
   throttle?: Throttle
   /** Proxy hops trusted in `X-Forwarded-For` to find the client address. Default 0: the socket peer. */
   trustProxy?: number
+  /** Where requests are counted. Default: counters of this handler's own. */
+  metrics?: Metrics
+  /** What `GET /metrics` shows. Default: this process's snapshot; a cluster worker asks for the whole server. */
+  collectMetrics?: () => MetricsSnapshot | Promise<MetricsSnapshot>
 }
 
 /** Connect/Express-style continuation: called for paths keygate does not own. */
@@ -58,37 +63,58 @@ interface Context {
 /** A route answers the request and returns the authentication outcome, if it needed a key. */
 type Route = (req: IncomingMessage, res: ServerResponse, context: Context) => Outcome | undefined
 
+/** A route and its index in `ROUTE_NAMES`, for the metrics. */
+interface RouteEntry {
+  route: Route
+  index: number
+}
+const OTHER_ROUTE = 4 // ROUTE_NAMES.indexOf('other')
+const FAILURE_INDEX: Record<string, number> = Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, i]))
+
 /** Creates the keygate request handler; unmatched paths go to `next` when given, else 404. */
 export function createHandler(options: HandlerOptions): Handler {
   const { keys, log = silentLogger, throttle, trustProxy = 0 } = validateOptions(options)
-  const routes = createRoutes(keys, throttle)
+  const metrics = options.metrics ?? createMetrics({
+    keysLoaded: () => keys.size,
+    throttleClients: () => throttle?.size ?? 0,
+    logLinesDropped: () => log.dropped,
+  })
+  const localSnapshot = () => metrics.snapshot()
+  const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot)
   const logging = log.enabled('info')
   const needsClient = logging || throttle !== undefined
 
-  const dispatch = (req: IncomingMessage, res: ServerResponse, route: Route | undefined, path: string, startedMs: number, context: Context) => {
+  /** Counts and logs one answered request. */
+  const finish = (req: IncomingMessage, res: ServerResponse, path: string, routeIndex: number, startedMs: number, context: Context, outcome?: Outcome) => {
+    const ms = performance.now() - startedMs
+    const failure = outcome === undefined || outcome.ok ? -1 : (FAILURE_INDEX[outcome.reason] ?? -1)
+    metrics.recordRequest(routeIndex, res.statusCode, ms / 1000, failure)
+    if (logging) logRequest(log, req, res, path, ms, context, outcome)
+  }
+  const dispatch = (req: IncomingMessage, res: ServerResponse, entry: RouteEntry | undefined, path: string, startedMs: number, context: Context) => {
     let outcome: Outcome | undefined
     try {
-      if (route === undefined) sendReply(req, res, REPLY.notFound, context.requestId)
-      else outcome = route(req, res, context)
+      if (entry === undefined) sendReply(req, res, REPLY.notFound, context.requestId)
+      else outcome = entry.route(req, res, context)
     } catch (error) {
       sendInternalError(req, res, context.requestId, log, error)
     }
-    if (logging) logRequest(log, req, res, path, startedMs, context, outcome)
+    finish(req, res, path, entry?.index ?? OTHER_ROUTE, startedMs, context, outcome)
   }
 
   return function keygate(req, res, next) {
-    const startedMs = logging ? performance.now() : 0
+    const startedMs = performance.now()
     const path = pathnameOf(req.url)
-    const route = routes.get(path)
-    if (route === undefined && next !== undefined) return next()
+    const entry = routes.get(path)
+    if (entry === undefined && next !== undefined) return next()
     const context: Context = { requestId: requestIdOf(req), client: needsClient ? clientAddressOf(req, trustProxy) : '' }
-    if (!hasUnreadBody(req)) return dispatch(req, res, route, path, startedMs, context)
+    if (!hasUnreadBody(req)) return dispatch(req, res, entry, path, startedMs, context)
     discardBody(
       req,
-      () => dispatch(req, res, route, path, startedMs, context),
+      () => dispatch(req, res, entry, path, startedMs, context),
       () => {
         sendReply(req, res, REPLY.tooLarge, context.requestId)
-        if (logging) logRequest(log, req, res, path, startedMs, context, undefined)
+        finish(req, res, path, entry?.index ?? OTHER_ROUTE, startedMs, context)
       },
     )
   }
@@ -109,7 +135,12 @@ function validateOptions(options: HandlerOptions): HandlerOptions {
   return options
 }
 
-function createRoutes(keys: KeyStore, throttle: Throttle | undefined): Map<string, Route> {
+function createRoutes(
+  keys: KeyStore,
+  throttle: Throttle | undefined,
+  collectMetrics: () => MetricsSnapshot | Promise<MetricsSnapshot>,
+  localSnapshot: () => MetricsSnapshot,
+): Map<string, RouteEntry> {
   /** Throttle check, then key check; sends the 429 or 401 itself. */
   const checkKey = (req: IncomingMessage, res: ServerResponse, { requestId, client }: Context): Outcome => {
     const now = Date.now()
@@ -147,10 +178,29 @@ function createRoutes(keys: KeyStore, throttle: Throttle | undefined): Map<strin
     if (outcome.ok) sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId])
     return outcome
   }
+  const scrape: Route = (req, res, context) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
+      return undefined
+    }
+    const outcome = checkKey(req, res, context)
+    if (outcome.ok) {
+      const send = (snapshot: MetricsSnapshot) => {
+        if (!res.destroyed) sendReply(req, res, createReply(200, renderMetrics(snapshot), [], METRICS_TYPE), context.requestId)
+      }
+      const snapshot = collectMetrics()
+      // Should the cluster not answer, this process's own counters are still worth a scrape.
+      if (snapshot instanceof Promise) snapshot.then(send, () => send(localSnapshot()))
+      else send(snapshot)
+    }
+    return outcome
+  }
+  // The index of each route is its place in ROUTE_NAMES.
   return new Map([
-    ['/data', requireKey(REPLY.data)],
-    ['/healthz', open(REPLY.healthy)],
-    ['/auth', forwardAuth],
+    ['/data', { route: requireKey(REPLY.data), index: 0 }],
+    ['/healthz', { route: open(REPLY.healthy), index: 1 }],
+    ['/auth', { route: forwardAuth, index: 2 }],
+    ['/metrics', { route: scrape, index: 3 }],
   ])
 }
 
@@ -182,15 +232,15 @@ function logRequest(
   req: IncomingMessage,
   res: ServerResponse,
   path: string,
-  startedMs: number,
+  ms: number,
   { requestId, client }: Context,
   outcome: Outcome | undefined,
 ): void {
-  log.info('request', {
+  log.access({
     method: req.method,
     path: path.length > MAX_LOGGED_PATH ? path.slice(0, MAX_LOGGED_PATH) : path,
     status: res.statusCode,
-    ms: Math.round((performance.now() - startedMs) * 1000) / 1000,
+    ms: Math.round(ms * 1000) / 1000,
     keyId: outcome?.keyId,
     reason: outcome?.ok === false ? outcome.reason : undefined,
     client,

@@ -169,8 +169,10 @@ export function startKeysFileReloads(options: {
   store: SwappableKeyStore
   initialText: string
   log: Logger
+  /** Told the result of each reload that changed something or failed (for the metrics). */
+  onReload?: (ok: boolean) => void
 }): KeysFileReloader {
-  const { file, envKey, store, log } = options
+  const { file, envKey, store, log, onReload = () => {} } = options
   let loadedText = options.initialText
   const reload = (trigger: 'SIGHUP' | 'change'): void => {
     try {
@@ -179,6 +181,7 @@ export function startKeysFileReloads(options: {
       store.swap(next.store)
       loadedText = next.text
       log.info('keys reloaded', { file, trigger, keys: next.store.size })
+      onReload(true)
     } catch (error) {
       if (!(error instanceof KeysFileError)) throw error
       log.error('keys reload failed: the previous keys stay in service', {
@@ -187,6 +190,7 @@ export function startKeysFileReloads(options: {
         error: error.problems.join('; '),
         keys: store.size,
       })
+      onReload(false)
     }
   }
   const stopWatching = watchKeysFile(

@@ -1,8 +1,21 @@
-/** JSON-lines logger: one object per line, buffered and written once per event-loop turn. */
+/** JSON-lines logger: lines are buffered and written in batches, never one write per line. */
+import { write as writeFd, writeSync as writeFdSync } from 'node:fs'
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
 export type LogFields = Record<string, string | number | boolean | undefined>
+
+/** The fields of one access line; `path` must already be free of the query string. */
+export interface AccessFields {
+  method: string | undefined
+  path: string
+  status: number
+  ms: number
+  keyId: string | undefined
+  reason: string | undefined
+  client: string
+  requestId: string
+}
 
 export interface Logger {
   /** True when lines of `level` are written: check it before building costly fields. */
@@ -11,49 +24,188 @@ export interface Logger {
   info(msg: string, fields?: LogFields): void
   warn(msg: string, fields?: LogFields): void
   error(msg: string, fields?: LogFields): void
-  /** Writes everything buffered now; call it before the process exits. */
+  /** The `request` line at `info`, built without an intermediate object. */
+  access(fields: AccessFields): void
+  /** Lines dropped so far because the destination could not keep up. */
+  readonly dropped: number
+  /** Writes everything buffered now, synchronously; call it before the process exits. */
   flush(): void
 }
 
 export interface LoggerOptions {
   level: LogLevel
-  /** Receives whole lines, many at a time. */
-  write: (chunk: string) => void
+  /** A synchronous destination for whole lines, many at a time (embedding, tests). */
+  write?: (chunk: string) => void
+  /** A file descriptor (1: stdout) written asynchronously, one write in flight at a time. */
+  fd?: number
+  /** Bytes buffered at most while the destination is busy; past it lines are dropped and counted. */
+  maxBufferBytes?: number
 }
 
-// Past this many buffered bytes the buffer is written at once instead of at the end of the turn.
-const FLUSH_AT_BYTES = 64 * 1024
+const DEFAULT_MAX_BUFFER_BYTES = 4 * 1024 * 1024
+// Writes of at most PIPE_BUF bytes to a pipe are atomic: cluster workers sharing stdout never split a line.
+const PIPE_BUF = 4096
+const RETRY_BUSY_FD_MS = 10
 
-/** Creates a logger writing lines at or above `level` to `write`. */
-export function createLogger({ level, write }: LoggerOptions): Logger {
-  const threshold = LOG_LEVELS.indexOf(level)
+/** Creates a logger writing lines at or above `level` to `write` or `fd`. */
+export function createLogger(options: LoggerOptions): Logger {
+  const threshold = LOG_LEVELS.indexOf(options.level)
+  const sink = createSink(options)
+  const maxBufferBytes = options.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES
   let buffer = ''
+  let dropped = 0
+  let droppedSinceReport = 0
   let scheduled = false
-  const flush = (): void => {
+
+  const drain = (): void => {
     scheduled = false
-    if (buffer === '') return
+    if (sink.busy() || buffer === '') return
+    if (droppedSinceReport > 0) {
+      buffer += lineOf('warn', 'log lines dropped: the destination could not keep up', { count: droppedSinceReport })
+      droppedSinceReport = 0
+    }
     const chunk = buffer
     buffer = ''
-    write(chunk)
+    sink.write(chunk, drain)
   }
-  const line = (lineLevel: LogLevel) => (msg: string, fields?: LogFields) => {
-    if (LOG_LEVELS.indexOf(lineLevel) < threshold) return
-    buffer += JSON.stringify({ time: new Date().toISOString(), level: lineLevel, msg, ...fields }) + '\n'
-    if (buffer.length >= FLUSH_AT_BYTES) flush()
-    else if (!scheduled) {
+  const append = (line: string): void => {
+    if (buffer.length + line.length > maxBufferBytes) {
+      dropped++
+      droppedSinceReport++
+      return
+    }
+    buffer += line
+    if (!scheduled) {
       scheduled = true
-      setImmediate(flush)
+      setImmediate(drain)
     }
   }
+  const at = (level: LogLevel) => (msg: string, fields?: LogFields) => {
+    if (LOG_LEVELS.indexOf(level) >= threshold) append(lineOf(level, msg, fields))
+  }
+  const accessEnabled = LOG_LEVELS.indexOf('info') >= threshold
   return {
-    enabled: (lineLevel) => LOG_LEVELS.indexOf(lineLevel) >= threshold,
-    debug: line('debug'),
-    info: line('info'),
-    warn: line('warn'),
-    error: line('error'),
-    flush,
+    enabled: (level) => LOG_LEVELS.indexOf(level) >= threshold,
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    access: (fields) => {
+      if (accessEnabled) append(accessLineOf(fields))
+    },
+    get dropped() {
+      return dropped
+    },
+    flush() {
+      const chunk = buffer
+      buffer = ''
+      sink.flushSync(chunk)
+    },
   }
 }
 
 /** A logger that writes nothing: the default for embedded handlers. */
 export const silentLogger: Logger = createLogger({ level: 'silent', write: () => {} })
+
+function lineOf(level: LogLevel, msg: string, fields?: LogFields): string {
+  return `${JSON.stringify({ time: isoNow(), level, msg, ...fields })}\n`
+}
+
+function accessLineOf(f: AccessFields): string {
+  // Hand-built, as this runs once per request; every free-form value goes through JSON.stringify.
+  let line = `{"time":"${isoNow()}","level":"info","msg":"request","method":${JSON.stringify(f.method ?? '')},"path":${JSON.stringify(f.path)},"status":${f.status},"ms":${f.ms}`
+  if (f.keyId !== undefined) line += `,"keyId":${JSON.stringify(f.keyId)}`
+  if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
+  return `${line},"client":${JSON.stringify(f.client)},"requestId":${JSON.stringify(f.requestId)}}\n`
+}
+
+let cachedMs = 0
+let cachedIso = ''
+/** `new Date().toISOString()`, computed at most once per millisecond. */
+function isoNow(): string {
+  const now = Date.now()
+  if (now !== cachedMs) {
+    cachedMs = now
+    cachedIso = new Date(now).toISOString()
+  }
+  return cachedIso
+}
+
+interface Sink {
+  busy(): boolean
+  write(chunk: string, done: () => void): void
+  flushSync(chunk: string): void
+}
+
+function createSink({ write, fd }: LoggerOptions): Sink {
+  if (write !== undefined) {
+    return { busy: () => false, write: (chunk, done) => (write(chunk), done()), flushSync: (chunk) => chunk && write(chunk) }
+  }
+  if (fd === undefined) throw new TypeError('createLogger(options): give write or fd')
+  return createFdSink(fd)
+}
+
+/** Writes to a file descriptor off the event loop, in line-aligned pieces of at most PIPE_BUF bytes. */
+function createFdSink(fd: number): Sink {
+  let pieces: Buffer[] = []
+  let writing = false
+  let onIdle: () => void = () => {}
+  let broken = false
+  const next = (): void => {
+    const piece = pieces.shift()
+    if (piece === undefined || broken) {
+      pieces = []
+      writing = false
+      return onIdle()
+    }
+    writeFd(fd, piece, (error, written) => {
+      if (error?.code === 'EAGAIN') {
+        pieces.unshift(piece)
+        setTimeout(next, RETRY_BUSY_FD_MS)
+        return
+      }
+      if (error) broken = true // EPIPE or EBADF: nobody is reading; stop writing rather than throw
+      else if (written < piece.length) pieces.unshift(piece.subarray(written))
+      next()
+    })
+  }
+  return {
+    busy: () => writing,
+    write(chunk, done) {
+      pieces = splitLines(Buffer.from(chunk))
+      writing = true
+      onIdle = done
+      next()
+    },
+    flushSync(chunk) {
+      // At exit: whatever an async write still holds, then the rest, in order.
+      for (const piece of [...pieces, ...splitLines(Buffer.from(chunk))]) writeAllSync(fd, piece)
+      pieces = []
+    },
+  }
+}
+
+function writeAllSync(fd: number, piece: Buffer): void {
+  for (let offset = 0, attempts = 0; offset < piece.length && attempts < 1000; attempts++) {
+    try {
+      offset += writeFdSync(fd, piece, offset)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return
+    }
+  }
+}
+
+/** Splits at line ends into pieces of at most PIPE_BUF bytes (a longer single line stays whole). */
+function splitLines(bytes: Buffer): Buffer[] {
+  const pieces: Buffer[] = []
+  let start = 0
+  while (bytes.length - start > PIPE_BUF) {
+    let end = bytes.lastIndexOf(0x0a, start + PIPE_BUF - 1)
+    if (end < start) end = bytes.indexOf(0x0a, start + PIPE_BUF)
+    if (end === -1) break
+    pieces.push(bytes.subarray(start, end + 1))
+    start = end + 1
+  }
+  if (start < bytes.length) pieces.push(bytes.subarray(start))
+  return pieces
+}

@@ -12,16 +12,18 @@ export interface Reply {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8'
+/** Prometheus text exposition format 0.0.4. */
+export const METRICS_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 const COMMON_HEADERS = ['cache-control', 'no-store', 'x-content-type-options', 'nosniff']
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/
 
-/** Prepares a JSON reply; `body` is the exact JSON text sent. */
-export function createReply(status: number, body: string, extraHeaders: readonly string[] = []): Reply {
+/** Prepares a reply (JSON unless `contentType` says otherwise); `body` is the exact text sent. */
+export function createReply(status: number, body: string, extraHeaders: readonly string[] = [], contentType = JSON_TYPE): Reply {
   const buffer = Buffer.from(body)
   return {
     status,
     body: buffer,
-    headers: ['content-type', JSON_TYPE, 'content-length', String(buffer.length), ...COMMON_HEADERS, ...extraHeaders],
+    headers: ['content-type', contentType, 'content-length', String(buffer.length), ...COMMON_HEADERS, ...extraHeaders],
   }
 }
 
@@ -60,12 +62,13 @@ const CLIENT_ERRORS: Record<string, [number, string]> = {
 /**
  * The `clientError` answer: malformed HTTP gets 400 (oversized headers 431, a timeout 408) with a
  * JSON body when the socket can still take one; the connection is closed either way.
+ * Returns the status written, or 0 when the socket could take none.
  */
-export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): number {
   const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage
   if (!socket.writable || inFlight?.headersSent === true) {
     socket.destroy()
-    return
+    return 0
   }
   const [status, text] = CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad Request']
   const body = `{"error":"${text}"}`
@@ -79,4 +82,5 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
     'connection: close',
   ]
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy())
+  return status
 }

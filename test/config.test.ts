@@ -18,6 +18,7 @@ test('defaults: port 3000 on 127.0.0.1, the demo key with a warning', () => {
   assert.equal(config.authFailWindowS, 60)
   assert.equal(config.throttleMaxClients, 100_000)
   assert.equal(config.tls, undefined)
+  assert.equal(config.workers, 1)
   assert.equal(warnings.length, 1)
   assert.match(warnings[0] ?? '', /demo key/)
 })
@@ -39,6 +40,7 @@ test('reads every variable', () => {
     THROTTLE_MAX_CLIENTS: '1000',
     TLS_CERT_FILE: 'cert.pem',
     TLS_KEY_FILE: 'key.pem',
+    WORKERS: '3',
   })
   assert.deepEqual(config, {
     port: 0,
@@ -56,8 +58,13 @@ test('reads every variable', () => {
     authFailWindowS: 30,
     throttleMaxClients: 1000,
     tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
+    workers: 3,
   })
   assert.deepEqual(warnings, [])
+})
+
+test('WORKERS=auto means one per CPU, as given by the caller', () => {
+  assert.equal(loadConfig({ WORKERS: 'auto' }, 6).config.workers, 6)
 })
 
 test('a short key is accepted with a warning that does not contain it', () => {
@@ -94,6 +101,9 @@ for (const [env, variable] of [
   [{ THROTTLE_MAX_CLIENTS: '0' }, 'THROTTLE_MAX_CLIENTS'],
   [{ TLS_CERT_FILE: 'cert.pem' }, 'TLS_KEY_FILE'],
   [{ TLS_KEY_FILE: 'key.pem' }, 'TLS_CERT_FILE'],
+  [{ WORKERS: '-1' }, 'WORKERS'],
+  [{ WORKERS: '0' }, 'WORKERS'],
+  [{ WORKERS: 'all' }, 'WORKERS'],
 ] as const) {
   test(`${JSON.stringify(env).slice(0, 60)} is a ConfigError naming ${variable}`, () => {
     assert.throws(() => loadConfig(env), (error: unknown) => {
