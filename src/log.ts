@@ -40,6 +40,8 @@ export interface LoggerOptions {
   fd?: number
   /** Bytes buffered at most while the destination is busy; past it lines are dropped and counted. */
   maxBufferBytes?: number
+  /** Fields added to every line but access lines, such as a cluster worker's id. */
+  base?: LogFields
 }
 
 const DEFAULT_MAX_BUFFER_BYTES = 4 * 1024 * 1024
@@ -80,8 +82,9 @@ export function createLogger(options: LoggerOptions): Logger {
       setImmediate(drain)
     }
   }
+  const base = options.base
   const at = (level: LogLevel) => (msg: string, fields?: LogFields) => {
-    if (LOG_LEVELS.indexOf(level) >= threshold) append(lineOf(level, msg, fields))
+    if (LOG_LEVELS.indexOf(level) >= threshold) append(lineOf(level, msg, base === undefined ? fields : { ...fields, ...base }))
   }
   const accessEnabled = LOG_LEVELS.indexOf('info') >= threshold
   return {

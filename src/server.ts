@@ -27,7 +27,7 @@ const CLOSE_IDLE_EVERY_MS = 50
 
 function main(): void {
   const { config, warnings } = exitOnConfigError(() => loadConfig(process.env, availableParallelism()))
-  const log = createLogger({ level: config.logLevel, fd: 1 })
+  const log = createLogger({ level: config.logLevel, fd: 1, base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined })
   process.on('exit', () => log.flush())
   process.on('uncaughtException', (error) => {
     log.error('fatal error: exiting', { error: error.stack ?? String(error) })
