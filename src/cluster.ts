@@ -30,10 +30,13 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   const fork = () => {
     const worker = cluster.fork()
     log.info('worker started', { workerPid: worker.process.pid, worker: worker.id })
-    worker.on('message', (message: Message) => answerWorker(worker, message, log))
+    worker.on('message', (message: Message) => answerWorker(worker, message, readyWorkers, log))
   }
+  // Only workers that listen are asked for their counters: one still starting could not answer.
+  const readyWorkers = () => liveWorkers().filter((worker) => listening.has(worker.id))
   cluster.on('listening', (worker, address) => {
     listening.add(worker.id)
+    if (announced) log.info('worker ready', { workerPid: worker.process.pid, worker: worker.id })
     if (!announced && listening.size >= config.workers) {
       announced = true
       log.info('listening', { url: urlOf(address.port), workers: config.workers, pid: process.pid })
@@ -93,7 +96,7 @@ let nextGatherId = 0
 const gatherings = new Map<number, { snapshots: MetricsSnapshot[]; expected: number; done: () => void }>()
 
 /** The primary's side of the IPC: a scrape asks every worker, a snapshot answers one gathering. */
-function answerWorker(from: Worker, message: Message, log: Logger): void {
+function answerWorker(from: Worker, message: Message, readyWorkers: () => Worker[], log: Logger): void {
   if (message?.type === 'keygate:snapshot') {
     const gathering = gatherings.get(message.id)
     gathering?.snapshots.push(message.snapshot)
@@ -101,7 +104,7 @@ function answerWorker(from: Worker, message: Message, log: Logger): void {
     return
   }
   if (message?.type !== 'keygate:scrape') return
-  const workers = liveWorkers()
+  const workers = readyWorkers()
   const id = nextGatherId++
   const snapshots: MetricsSnapshot[] = []
   const done = () => {
