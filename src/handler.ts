@@ -1,14 +1,14 @@
 /** `createHandler()`: routes by method and path, authenticates, answers with prepared replies. */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { authenticate, type AuthFailure, type AuthResult } from './auth.js'
 import { discardBody, hasUnreadBody } from './body.js'
 import { clientAddressOf } from './client.js'
 import type { KeyStore } from './keys.js'
 import { silentLogger, type Logger } from './log.js'
-import { FAILURE_REASONS, createMetrics, renderMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
-import { createEmptyReply, createReply, requestIdOf, sendReply, METRICS_TYPE, type Reply } from './respond.js'
-import { throttleKeyOf, type Throttle } from './throttle.js'
+import { FAILURE_REASONS, createMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
+import { requestIdOf, sendReply } from './respond.js'
+import { createRoutes, REPLY, type Context, type Outcome, type RouteEntry } from './routes.js'
+import type { Throttle } from './throttle.js'
 
 export interface HandlerOptions {
   /** The keys that unlock `/data` and `/auth`. */
@@ -30,44 +30,6 @@ export type Next = (err?: unknown) => void
 /** A `node:http` request listener that also mounts as Connect/Express middleware. */
 export type Handler = (req: IncomingMessage, res: ServerResponse, next?: Next) => void
 
-/** Why a request that needed a key was refused, as the access log says it. */
-export type RefusalReason = AuthFailure | 'throttled'
-type Outcome = AuthResult | { ok: false; reason: 'throttled'; keyId?: undefined }
-const THROTTLED: Outcome = Object.freeze({ ok: false, reason: 'throttled' })
-
-const ALLOW = 'GET, HEAD, OPTIONS'
-const REPLY = {
-  data: createReply(200, '{"message":"Here is your data"}'),
-  healthy: createReply(200, '{"status":"ok"}'),
-  notFound: createReply(404, '{"error":"Not Found"}'),
-  methodNotAllowed: createReply(405, '{"error":"Method Not Allowed"}', ['allow', ALLOW]),
-  options: createEmptyReply(204, ['allow', ALLOW]),
-  keyAccepted: createEmptyReply(204),
-  // RFC 6750 section 3: no error code when no credential was presented, invalid_token otherwise.
-  noCredential: createReply(401, '{"error":"Unauthorized"}', ['www-authenticate', 'Bearer realm="keygate"']),
-  badCredential: createReply(401, '{"error":"Unauthorized"}', [
-    'www-authenticate',
-    'Bearer realm="keygate", error="invalid_token"',
-  ]),
-  tooLarge: createReply(413, '{"error":"Payload Too Large"}', ['connection', 'close']),
-  throttled: createReply(429, '{"error":"Too Many Requests"}'),
-  internalError: createReply(500, '{"error":"Internal Server Error"}'),
-} satisfies Record<string, Reply>
-
-/** What a route needs to know about the request beyond `req`. */
-interface Context {
-  requestId: string
-  client: string
-}
-
-/** A route answers the request and returns the authentication outcome, if it needed a key. */
-type Route = (req: IncomingMessage, res: ServerResponse, context: Context) => Outcome | undefined
-
-/** A route and its index in `ROUTE_NAMES`, for the metrics. */
-interface RouteEntry {
-  route: Route
-  index: number
-}
 const OTHER_ROUTE = 4 // ROUTE_NAMES.indexOf('other')
 const FAILURE_INDEX: Record<string, number> = Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, i]))
 
@@ -135,75 +97,6 @@ function validateOptions(options: HandlerOptions): HandlerOptions {
   return options
 }
 
-function createRoutes(
-  keys: KeyStore,
-  throttle: Throttle | undefined,
-  collectMetrics: () => MetricsSnapshot | Promise<MetricsSnapshot>,
-  localSnapshot: () => MetricsSnapshot,
-): Map<string, RouteEntry> {
-  /** Throttle check, then key check; sends the 429 or 401 itself. */
-  const checkKey = (req: IncomingMessage, res: ServerResponse, { requestId, client }: Context): Outcome => {
-    const now = Date.now()
-    const throttleKey = throttle === undefined ? '' : throttleKeyOf(client)
-    const waitS = throttle === undefined ? 0 : throttle.retryAfterS(throttleKey, now)
-    if (waitS > 0) {
-      sendReply(req, res, REPLY.throttled, requestId, ['retry-after', String(waitS)])
-      return THROTTLED
-    }
-    const auth = authenticate(keys, req, now)
-    if (!auth.ok) {
-      // A request without any credential guesses nothing: only wrong and expired keys count.
-      if (throttle !== undefined && auth.reason !== 'missing') throttle.recordFailure(throttleKey, now)
-      sendReply(req, res, auth.reason === 'missing' ? REPLY.noCredential : REPLY.badCredential, requestId)
-    }
-    return auth
-  }
-  const requireKey = (reply: Reply): Route => (req, res, context) => {
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
-      return undefined
-    }
-    const outcome = checkKey(req, res, context)
-    if (outcome.ok) sendReply(req, res, reply, context.requestId)
-    return outcome
-  }
-  const open = (reply: Reply): Route => (req, res, { requestId }) => {
-    if (req.method === 'GET' || req.method === 'HEAD') sendReply(req, res, reply, requestId)
-    else sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, requestId)
-    return undefined
-  }
-  // Forward-auth for reverse proxies: every method, OPTIONS included, needs a key.
-  const forwardAuth: Route = (req, res, context) => {
-    const outcome = checkKey(req, res, context)
-    if (outcome.ok) sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId])
-    return outcome
-  }
-  const scrape: Route = (req, res, context) => {
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
-      return undefined
-    }
-    const outcome = checkKey(req, res, context)
-    if (outcome.ok) {
-      const send = (snapshot: MetricsSnapshot) => {
-        if (!res.destroyed) sendReply(req, res, createReply(200, renderMetrics(snapshot), [], METRICS_TYPE), context.requestId)
-      }
-      const snapshot = collectMetrics()
-      // Should the cluster not answer, this process's own counters are still worth a scrape.
-      if (snapshot instanceof Promise) snapshot.then(send, () => send(localSnapshot()))
-      else send(snapshot)
-    }
-    return outcome
-  }
-  // The index of each route is its place in ROUTE_NAMES.
-  return new Map([
-    ['/data', { route: requireKey(REPLY.data), index: 0 }],
-    ['/healthz', { route: open(REPLY.healthy), index: 1 }],
-    ['/auth', { route: forwardAuth, index: 2 }],
-    ['/metrics', { route: scrape, index: 3 }],
-  ])
-}
-
 /** The path of the request target, without the query; absolute-form targets are accepted too. */
 function pathnameOf(url = '/'): string {
   if (url.charCodeAt(0) === 47 /* "/" */) {
@@ -245,5 +138,21 @@ function logRequest(
     reason: outcome?.ok === false ? outcome.reason : undefined,
     client,
     requestId,
+    ...(path === '/auth' ? originalRequestOf(req) : undefined),
   })
+}
+
+const METHOD_TOKEN = /^[A-Z]{1,16}$/
+
+/**
+ * The request a reverse proxy asks `/auth` about: nginx sends `X-Original-Method`/`-URI`, Caddy
+ * and Traefik `X-Forwarded-Method`/`-Uri`. Only the path is kept: a query string may hold secrets.
+ */
+function originalRequestOf(req: IncomingMessage): { originalMethod?: string; originalPath?: string } {
+  const method = req.headers['x-original-method'] ?? req.headers['x-forwarded-method']
+  const uri = req.headers['x-original-uri'] ?? req.headers['x-forwarded-uri']
+  return {
+    originalMethod: typeof method === 'string' && METHOD_TOKEN.test(method) ? method : undefined,
+    originalPath: typeof uri === 'string' ? uri.split(/[?#]/, 1)[0]?.slice(0, MAX_LOGGED_PATH) : undefined,
+  }
 }

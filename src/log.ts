@@ -15,6 +15,9 @@ export interface AccessFields {
   reason: string | undefined
   client: string
   requestId: string
+  /** For forward-auth: the method and path the proxy was asked for. */
+  originalMethod?: string
+  originalPath?: string
 }
 
 export interface Logger {
@@ -119,6 +122,8 @@ function accessLineOf(f: AccessFields): string {
   let line = `{"time":"${isoNow()}","level":"info","msg":"request","method":${JSON.stringify(f.method ?? '')},"path":${JSON.stringify(f.path)},"status":${f.status},"ms":${f.ms}`
   if (f.keyId !== undefined) line += `,"keyId":${JSON.stringify(f.keyId)}`
   if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
+  if (f.originalMethod !== undefined) line += `,"originalMethod":${JSON.stringify(f.originalMethod)}`
+  if (f.originalPath !== undefined) line += `,"originalPath":${JSON.stringify(f.originalPath)}`
   return `${line},"client":${JSON.stringify(f.client)},"requestId":${JSON.stringify(f.requestId)}}\n`
 }
 

@@ -1,0 +1,116 @@
+/** The routes keygate owns: their methods, key checks, throttling and prepared replies. */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { authenticate, type AuthFailure, type AuthResult } from './auth.js'
+import type { KeyStore } from './keys.js'
+import { renderMetrics, type MetricsSnapshot } from './metrics.js'
+import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
+import { throttleKeyOf, type Throttle } from './throttle.js'
+
+/** Why a request that needed a key was refused, as the access log says it. */
+export type RefusalReason = AuthFailure | 'throttled'
+export type Outcome = AuthResult | { ok: false; reason: 'throttled'; keyId?: undefined }
+const THROTTLED: Outcome = Object.freeze({ ok: false, reason: 'throttled' })
+
+const ALLOW = 'GET, HEAD, OPTIONS'
+export const REPLY = {
+  data: createReply(200, '{"message":"Here is your data"}'),
+  healthy: createReply(200, '{"status":"ok"}'),
+  notFound: createReply(404, '{"error":"Not Found"}'),
+  methodNotAllowed: createReply(405, '{"error":"Method Not Allowed"}', ['allow', ALLOW]),
+  options: createEmptyReply(204, ['allow', ALLOW]),
+  keyAccepted: createEmptyReply(204),
+  // RFC 6750 section 3: no error code when no credential was presented, invalid_token otherwise.
+  noCredential: createReply(401, '{"error":"Unauthorized"}', ['www-authenticate', 'Bearer realm="keygate"']),
+  badCredential: createReply(401, '{"error":"Unauthorized"}', [
+    'www-authenticate',
+    'Bearer realm="keygate", error="invalid_token"',
+  ]),
+  tooLarge: createReply(413, '{"error":"Payload Too Large"}', ['connection', 'close']),
+  throttled: createReply(429, '{"error":"Too Many Requests"}'),
+  internalError: createReply(500, '{"error":"Internal Server Error"}'),
+} satisfies Record<string, Reply>
+
+/** What a route needs to know about the request beyond `req`. */
+export interface Context {
+  requestId: string
+  client: string
+}
+
+/** A route answers the request and returns the authentication outcome, if it needed a key. */
+export type Route = (req: IncomingMessage, res: ServerResponse, context: Context) => Outcome | undefined
+
+/** A route and its index in `ROUTE_NAMES`, for the metrics. */
+export interface RouteEntry {
+  route: Route
+  index: number
+}
+/** The route table, by exact path. */
+export function createRoutes(
+  keys: KeyStore,
+  throttle: Throttle | undefined,
+  collectMetrics: () => MetricsSnapshot | Promise<MetricsSnapshot>,
+  localSnapshot: () => MetricsSnapshot,
+): Map<string, RouteEntry> {
+  /** Throttle check, then key check; sends the 429 or 401 itself. */
+  const checkKey = (req: IncomingMessage, res: ServerResponse, { requestId, client }: Context): Outcome => {
+    const now = Date.now()
+    const throttleKey = throttle === undefined ? '' : throttleKeyOf(client)
+    const waitS = throttle === undefined ? 0 : throttle.retryAfterS(throttleKey, now)
+    if (waitS > 0) {
+      sendReply(req, res, REPLY.throttled, requestId, ['retry-after', String(waitS)])
+      return THROTTLED
+    }
+    const auth = authenticate(keys, req, now)
+    if (!auth.ok) {
+      // A request without any credential guesses nothing: only wrong and expired keys count.
+      if (throttle !== undefined && auth.reason !== 'missing') throttle.recordFailure(throttleKey, now)
+      sendReply(req, res, auth.reason === 'missing' ? REPLY.noCredential : REPLY.badCredential, requestId)
+    }
+    return auth
+  }
+  const requireKey = (reply: Reply): Route => (req, res, context) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
+      return undefined
+    }
+    const outcome = checkKey(req, res, context)
+    if (outcome.ok) sendReply(req, res, reply, context.requestId)
+    return outcome
+  }
+  const open = (reply: Reply): Route => (req, res, { requestId }) => {
+    if (req.method === 'GET' || req.method === 'HEAD') sendReply(req, res, reply, requestId)
+    else sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, requestId)
+    return undefined
+  }
+  // Forward-auth for reverse proxies: every method, OPTIONS included, needs a key.
+  const forwardAuth: Route = (req, res, context) => {
+    const outcome = checkKey(req, res, context)
+    if (outcome.ok) sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId])
+    return outcome
+  }
+  const scrape: Route = (req, res, context) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
+      return undefined
+    }
+    const outcome = checkKey(req, res, context)
+    if (outcome.ok) {
+      const send = (snapshot: MetricsSnapshot) => {
+        if (!res.destroyed) sendReply(req, res, createReply(200, renderMetrics(snapshot), [], METRICS_TYPE), context.requestId)
+      }
+      const snapshot = collectMetrics()
+      // Should the cluster not answer, this process's own counters are still worth a scrape.
+      if (snapshot instanceof Promise) snapshot.then(send, () => send(localSnapshot()))
+      else send(snapshot)
+    }
+    return outcome
+  }
+  // The index of each route is its place in ROUTE_NAMES.
+  return new Map([
+    ['/data', { route: requireKey(REPLY.data), index: 0 }],
+    ['/healthz', { route: open(REPLY.healthy), index: 1 }],
+    ['/auth', { route: forwardAuth, index: 2 }],
+    ['/metrics', { route: scrape, index: 3 }],
+  ])
+}
+

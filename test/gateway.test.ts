@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict'
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { test, type TestContext } from 'node:test'
+import { listen, logLines, startServerProcess, waitFor, type Child } from './helpers.js'
+
+const KEY = 'gateway-key-0123456789abcdef'
+const example = (name: string) => readFileSync(fileURLToPath(new URL(`../examples/${name}`, import.meta.url)), 'utf8')
+const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0
+const NGINX = has('nginx') || 'nginx is not installed: apt-get install nginx-light'
+const CADDY = has('caddy') || 'caddy is not installed: apt-get install caddy'
+
+interface Gateway {
+  proxy: string
+  keygate: Child
+  /** Headers the upstream received, one entry per request that reached it. */
+  seen: Array<Record<string, string | string[] | undefined>>
+}
+
+/** A port that was free a moment ago: proxies must be told their port before they start. */
+async function freePort(): Promise<number> {
+  const probe = createNetServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as AddressInfo
+  probe.close()
+  await once(probe, 'close')
+  return port
+}
+
+async function startBackends(t: TestContext) {
+  const { child: keygate, url } = await startServerProcess(t, { API_KEY: KEY, TRUST_PROXY: '1', AUTH_FAIL_LIMIT: '3' })
+  const seen: Gateway['seen'] = []
+  const upstream = await listen(t, (req, res) => {
+    seen.push(req.headers)
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"from":"upstream"}')
+  })
+  return { keygate, keygatePort: Number(new URL(url).port), upstreamPort: Number(new URL(upstream.url).port), seen }
+}
+
+/** Runs a proxy in the foreground, stopped by its PID after the test; resolves when it answers. */
+async function runProxy(t: TestContext, command: string, args: string[], proxy: string, env: Record<string, string> = {}) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '', ...env } })
+  let output = ''
+  child.stdout.on('data', (chunk) => (output += chunk))
+  child.stderr.on('data', (chunk) => (output += chunk))
+  t.after(() => {
+    if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL')
+  })
+  await waitFor(`${command} to answer`, async () => {
+    if (child.exitCode !== null) throw new Error(`${command} exited: ${output}`)
+    return fetch(`${proxy}/`).then((res) => res.arrayBuffer().then(() => true), () => undefined)
+  })
+}
+
+async function startNginx(t: TestContext): Promise<Gateway> {
+  const { keygate, keygatePort, upstreamPort, seen } = await startBackends(t)
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-nginx-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const site = example('nginx.conf')
+    .replace('server 127.0.0.1:3000;', `server 127.0.0.1:${keygatePort};`)
+    .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${upstreamPort};`)
+    .replace('listen 80;', `listen 127.0.0.1:${port};`)
+  writeFileSync(join(dir, 'site.conf'), site)
+  writeFileSync(join(dir, 'nginx.conf'), [
+    'daemon off;', 'master_process off;', `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log warn;`,
+    'events { worker_connections 256; }',
+    `http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;`,
+    `  fastcgi_temp_path ${dir}/fastcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;`,
+    `  include ${dir}/site.conf; }`,
+  ].join('\n'))
+  const proxy = `http://127.0.0.1:${port}`
+  await runProxy(t, 'nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], proxy)
+  seen.length = 0
+  return { proxy, keygate, seen }
+}
+
+async function startCaddy(t: TestContext): Promise<Gateway> {
+  const { keygate, keygatePort, upstreamPort, seen } = await startBackends(t)
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-caddy-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  // Global options for a test run: no admin endpoint, no certificates, nothing saved.
+  writeFileSync(join(dir, 'Caddyfile'), `{\n\tadmin off\n\tauto_https off\n}\n\n${example('Caddyfile')}`)
+  const proxy = `http://127.0.0.1:${port}`
+  await runProxy(t, 'caddy', ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], proxy, {
+    HOME: dir,
+    XDG_DATA_HOME: dir,
+    XDG_CONFIG_HOME: dir,
+    KEYGATE_SITE: `http://127.0.0.1:${port}`,
+    KEYGATE_ADDRESS: `127.0.0.1:${keygatePort}`,
+    APP_ADDRESS: `127.0.0.1:${upstreamPort}`,
+  })
+  seen.length = 0
+  return { proxy, keygate, seen }
+}
+
+async function get(url: string, headers: Record<string, string> = {}) {
+  const res = await fetch(url, { headers })
+  return { status: res.status, headers: res.headers, body: await res.text() }
+}
+
+for (const [name, start, skip] of [['nginx', startNginx, NGINX], ['Caddy', startCaddy, CADDY]] as const) {
+  test(`behind ${name}: keygate decides, the upstream never sees a key`, { skip: skip === true ? false : skip }, async (t) => {
+    const { proxy, keygate, seen } = await start(t)
+
+    await t.test('no key: 401 with the Bearer challenge, and the upstream is not reached', async () => {
+      const res = await get(`${proxy}/orders?page=2`)
+      assert.equal(res.status, 401)
+      assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="keygate"')
+      assert.deepEqual(JSON.parse(res.body), { error: 'Unauthorized' })
+      assert.equal(seen.length, 0)
+    })
+
+    await t.test('a wrong key: 401 invalid_token', async () => {
+      const res = await get(`${proxy}/orders`, { authorization: 'Bearer wrong-key' })
+      assert.equal(res.status, 401)
+      assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="keygate", error="invalid_token"')
+      assert.equal(seen.length, 0)
+    })
+
+    await t.test('a valid key: the upstream answers, knows the key id and sees no credential', async () => {
+      for (const headers of [{ authorization: `Bearer ${KEY}` }, { authorization: KEY }, { 'x-api-key': KEY }] as Record<string, string>[]) {
+        const res = await get(`${proxy}/orders/7?secret=query-value`, { ...headers, 'x-keygate-key-id': 'forged' })
+        assert.equal(res.status, 200)
+        assert.equal(res.body, '{"from":"upstream"}')
+      }
+      assert.equal(seen.length, 3)
+      for (const headers of seen) {
+        assert.equal(headers['x-keygate-key-id'], 'env')
+        assert.equal(headers.authorization, undefined)
+        assert.equal(headers['x-api-key'], undefined)
+      }
+    })
+
+    await t.test("keygate's /healthz is not reachable through the proxy without a key", async () => {
+      const res = await get(`${proxy}/healthz`)
+      assert.equal(res.status, 401)
+    })
+
+    await t.test('the access log has the original method and path, never the query or key', async () => {
+      const lines = await waitFor('auth lines', () => {
+        const auth = logLines(keygate).filter((line) => line.path === '/auth' && line.status === 204)
+        return auth.length >= 3 ? auth : undefined
+      })
+      assert.equal(lines[0]?.originalMethod, 'GET')
+      assert.equal(lines[0]?.originalPath, '/orders/7')
+      assert.equal(lines[0]?.client, '127.0.0.1')
+      assert.ok(!keygate.stdout().includes('query-value') && !keygate.stdout().includes(KEY))
+    })
+
+    await t.test('a throttled client gets 429 with Retry-After; a forged X-Forwarded-For does not help', async () => {
+      // AUTH_FAIL_LIMIT=3, and the wrong key above counted already: forged addresses change nothing.
+      const statuses: number[] = []
+      for (let i = 0; i < 3; i++) {
+        statuses.push((await get(`${proxy}/`, { authorization: 'guess', 'x-forwarded-for': `203.0.113.${i}` })).status)
+      }
+      assert.deepEqual(statuses, [401, 401, 429])
+      const res = await get(`${proxy}/`, { authorization: `Bearer ${KEY}`, 'x-forwarded-for': '203.0.113.99' })
+      assert.equal(res.status, 429)
+      assert.ok(Number(res.headers.get('retry-after')) >= 1)
+      assert.deepEqual(JSON.parse(res.body), { error: 'Too Many Requests' })
+      const throttled = logLines(keygate).filter((line) => line.reason === 'throttled')
+      assert.ok(throttled.every((line) => line.client === '127.0.0.1'), 'counted by the address the proxy saw')
+    })
+  })
+}
+
+/** Just enough YAML to check the Traefik example: block maps and lists, quoted or plain scalars. */
+function parseYamlSubset(text: string): unknown {
+  const lines = text.split('\n').map((raw, i) => ({ raw, n: i + 1 })).filter(({ raw }) => raw.trim() !== '' && !raw.trim().startsWith('#'))
+  let index = 0
+  const scalar = (value: string, n: number): string => {
+    const quoted = /^"((?:[^"\\]|\\.)*)"$/.exec(value)
+    if (quoted) return JSON.parse(`"${quoted[1]}"`)
+    assert.ok(!/^["'[{]/.test(value) && !value.includes(': '), `line ${n}: unsupported or broken scalar ${value}`)
+    return value
+  }
+  const block = (indent: number): unknown => {
+    const first = lines[index]
+    if (first === undefined) return null
+    const isList = first.raw.slice(indent).startsWith('- ')
+    const out: Record<string, unknown> | unknown[] = isList ? [] : {}
+    while (index < lines.length) {
+      const { raw, n } = lines[index] as { raw: string; n: number }
+      assert.ok(!raw.includes('\t'), `line ${n}: tab`)
+      const own = raw.length - raw.trimStart().length
+      if (own < indent) break
+      assert.equal(own, indent, `line ${n}: bad indentation`)
+      index++
+      if (isList) {
+        assert.ok(raw.trimStart().startsWith('- '), `line ${n}: expected a list item`)
+        const item = raw.trimStart().slice(2)
+        const pair = /^([A-Za-z0-9_-]+): (.+)$/.exec(item)
+        ;(out as unknown[]).push(pair ? { [pair[1] ?? '']: scalar(pair[2] ?? '', n) } : scalar(item, n))
+        continue
+      }
+      const pair = /^([A-Za-z0-9_-]+):(?: (.+))?$/.exec(raw.trim())
+      assert.ok(pair, `line ${n}: expected "key: value"`)
+      const key = pair[1] ?? ''
+      assert.ok(!(key in out), `line ${n}: duplicate key ${key}`)
+      ;(out as Record<string, unknown>)[key] = pair[2] !== undefined ? scalar(pair[2], n) : block(indent + 2)
+    }
+    return out
+  }
+  return block(0)
+}
+
+test('the Traefik example parses and wires keygate as forwardAuth (syntax check only: no Traefik here)', () => {
+  const config = parseYamlSubset(example('traefik.yml')) as any
+  const forwardAuth = config.http.middlewares.keygate.forwardAuth
+  assert.equal(forwardAuth.address, 'http://127.0.0.1:3000/auth')
+  assert.deepEqual(forwardAuth.authResponseHeaders, ['X-Keygate-Key-Id'])
+  assert.deepEqual(config.http.middlewares['strip-credentials'].headers.customRequestHeaders, { Authorization: '', 'X-API-Key': '' })
+  assert.deepEqual(config.http.routers.app.middlewares, ['keygate', 'strip-credentials'])
+  assert.equal(config.http.services.app.loadBalancer.servers[0].url, 'http://127.0.0.1:8080')
+})
