@@ -1,0 +1,255 @@
+/**
+ * `npm run bench`: keygate against a bare node:http server, each case in its own process and driven
+ * by the load generator in another, interleaved over rounds. `--timing` runs the timing-leak check.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs'
+import { connect, createServer, type AddressInfo } from 'node:net'
+import { cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { runTimingCheck } from './timing.js'
+
+const here = (file: string) => fileURLToPath(new URL(file, import.meta.url))
+const KEYGATE = here('../dist/server.js')
+const BARE = here('./bare-server.js')
+const LOAD = here('./load.js')
+const KEY = 'bench-key-0123456789abcdefghijklmnopqrstuv'
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    timing: { type: 'boolean', default: false },
+    connections: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    rounds: { type: 'string' },
+    samples: { type: 'string' },
+    json: { type: 'string' },
+  },
+  strict: true,
+})
+const settings = {
+  connections: Number(flags.connections ?? 50),
+  durationMs: Number(flags.duration ?? (flags.quick ? 1 : 5)) * 1000,
+  warmupMs: Number(flags.warmup ?? (flags.quick ? 0.3 : 1)) * 1000,
+  rounds: Number(flags.rounds ?? (flags.quick ? 1 : 5)),
+}
+
+interface Case {
+  name: string
+  /** How to start the server: keygate with this environment, or a baseline. */
+  server: { keygate: Record<string, string> } | { baseline: 'http' | 'raw' }
+  /** The request headers the generator sends. */
+  headers: string
+  logFile?: boolean
+}
+
+interface Run {
+  rps: number
+  p50Us: number
+  p99Us: number
+  errors: number
+  rssIdleMb: number
+  rssLoadedMb: number
+}
+
+const auth = `Authorization: ${KEY}\r\n`
+const silent = { API_KEY: KEY, LOG_LEVEL: 'silent' }
+
+function cases(keysFile: string): Case[] {
+  return [
+    { name: 'raw net (generator ceiling)', server: { baseline: 'raw' }, headers: '' },
+    { name: 'bare node:http', server: { baseline: 'http' }, headers: '' },
+    { name: 'keygate GET /data, authorized', server: { keygate: silent }, headers: auth },
+    { name: 'keygate wrong key (401), no throttling', server: { keygate: { ...silent, AUTH_FAIL_LIMIT: '0' } }, headers: 'Authorization: wrong-key-0123456789abcdefghijklmnopq\r\n' },
+    { name: 'keygate 100,000 keys loaded', server: { keygate: { API_KEYS_FILE: keysFile, LOG_LEVEL: 'silent' } }, headers: auth },
+    { name: 'keygate access log at info, to a file', server: { keygate: { API_KEY: KEY, LOG_LEVEL: 'info' } }, headers: auth, logFile: true },
+    { name: 'keygate WORKERS=2', server: { keygate: { ...silent, WORKERS: '2' } }, headers: auth },
+  ]
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as AddressInfo
+  probe.close()
+  await once(probe, 'close')
+  return port
+}
+
+function startServer(c: Case, port: number, dir: string): ChildProcess {
+  const out = c.logFile ? openSync(join(dir, `access-${port}.log`), 'w') : 'ignore'
+  const args = 'keygate' in c.server ? [KEYGATE] : [BARE, c.server.baseline]
+  const env = { PATH: process.env.PATH ?? '', PORT: String(port), ...('keygate' in c.server ? c.server.keygate : {}) }
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', out, 'inherit'] })
+  if (typeof out === 'number') closeSync(out)
+  return child
+}
+
+/** Sends `GET /data` on a raw socket until a 200 comes back; resolves with the time it took. */
+async function firstOk(port: number, headers: string, startedAt: bigint, deadlineMs = 10_000): Promise<number> {
+  const request = `GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}Connection: close\r\n\r\n`
+  for (const deadline = Date.now() + deadlineMs; Date.now() < deadline; ) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1')
+      let answer = ''
+      socket.on('data', (chunk) => (answer += chunk))
+      socket.on('error', () => resolve(false))
+      socket.on('close', () => resolve(answer.startsWith('HTTP/1.1 200')))
+      socket.end(request)
+    })
+    if (ok) return Number(process.hrtime.bigint() - startedAt) / 1e6
+    await new Promise((resolve) => setTimeout(resolve, 1))
+  }
+  throw new Error(`no 200 on port ${port} within ${deadlineMs} ms`)
+}
+
+function rssMb(pid: number | undefined): number {
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024
+  } catch {
+    return NaN // not Linux
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  await exited
+}
+
+async function measure(c: Case, dir: string): Promise<Run & { startupMs: number }> {
+  const port = await freePort()
+  const startedAt = process.hrtime.bigint()
+  const server = startServer(c, port, dir)
+  try {
+    const startupMs = await firstOk(port, c.headers, startedAt)
+    await new Promise((resolve) => setTimeout(resolve, 200)) // let startup garbage settle before reading RSS
+    const rssIdleMb = rssMb(server.pid)
+    const request = Buffer.from(`GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n${c.headers}\r\n`).toString('base64')
+    const load = spawn(process.execPath, [LOAD, String(port), String(settings.connections), String(settings.warmupMs), String(settings.durationMs), request], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let output = ''
+    load.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
+    await once(load, 'exit')
+    const result = JSON.parse(output) as Run
+    return { ...result, rssIdleMb, rssLoadedMb: rssMb(server.pid), startupMs }
+  } finally {
+    await stop(server)
+  }
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].filter((v) => !Number.isNaN(v)).sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length === 0 ? NaN : sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
+function makeKeysFile(dir: string): string {
+  const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
+  const keys = Array.from({ length: 100_000 }, (_, i) => ({ id: `client-${i}`, sha256: sha256(`other-key-${i}`) }))
+  keys[54_321] = { id: 'bench', sha256: sha256(KEY) }
+  const file = join(dir, 'keys.json')
+  writeFileSync(file, JSON.stringify({ keys }))
+  return file
+}
+
+async function runLoadBenchmark() {
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-'))
+  try {
+    const all = cases(makeKeysFile(dir))
+    const runs = new Map<string, Array<Run & { startupMs: number }>>(all.map((c) => [c.name, []]))
+    for (let round = 1; round <= settings.rounds; round++) {
+      for (const c of all) {
+        const run = await measure(c, dir)
+        runs.get(c.name)?.push(run)
+        process.stderr.write(`round ${round}/${settings.rounds}  ${c.name.padEnd(42)} ${Math.round(run.rps).toString().padStart(7)} req/s\n`)
+      }
+    }
+    return report(all, runs)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+interface Comparison {
+  name: string
+  of: string
+  against: string
+  measure: 'rps' | 'startup' | 'rss'
+  target: string
+  passes: (value: number) => boolean
+}
+
+const COMPARISONS: Comparison[] = [
+  { name: 'generator ceiling: raw net / bare', of: 'raw net (generator ceiling)', against: 'bare node:http', measure: 'rps', target: '> 1.2', passes: (v) => v > 1.2 },
+  { name: 'GET /data authorized / bare', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'rps', target: '>= 0.95', passes: (v) => v >= 0.95 },
+  { name: 'wrong key 401 / bare', of: 'keygate wrong key (401), no throttling', against: 'bare node:http', measure: 'rps', target: '>= 0.95', passes: (v) => v >= 0.95 },
+  { name: '100,000 keys / 1 key', of: 'keygate 100,000 keys loaded', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.98', passes: (v) => v >= 0.98 },
+  { name: 'log at info / silent', of: 'keygate access log at info, to a file', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.90', passes: (v) => v >= 0.9 },
+  { name: 'WORKERS=2 / 1', of: 'keygate WORKERS=2', against: 'keygate GET /data, authorized', measure: 'rps', target: 'report', passes: () => true },
+  { name: 'start to first 200: keygate / bare', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'startup', target: '<= 1.2', passes: (v) => v <= 1.2 },
+  { name: 'RSS idle: keygate - bare (MB)', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'rss', target: '<= +10', passes: (v) => v <= 10 },
+]
+
+function report(all: Case[], runs: Map<string, Array<Run & { startupMs: number }>>) {
+  const byRound = (name: string) => runs.get(name) ?? []
+  const rows = all.map((c) => {
+    const r = byRound(c.name)
+    return {
+      case: c.name,
+      rps: Math.round(median(r.map((x) => x.rps))),
+      p50Us: median(r.map((x) => x.p50Us)),
+      p99Us: median(r.map((x) => x.p99Us)),
+      startupMs: Number(median(r.map((x) => x.startupMs)).toFixed(1)),
+      rssIdleMb: Number(median(r.map((x) => x.rssIdleMb)).toFixed(1)),
+      rssLoadedMb: Number(median(r.map((x) => x.rssLoadedMb)).toFixed(1)),
+      errors: r.reduce((sum, x) => sum + x.errors, 0),
+    }
+  })
+  const comparisons = COMPARISONS.map((c) => {
+    const of = byRound(c.of)
+    const against = byRound(c.against)
+    // Each round's ratio uses the two runs of that round: shared-machine drift cancels out.
+    const perRound = of.map((run, i) => {
+      const base = against[i]
+      if (base === undefined) return NaN
+      if (c.measure === 'rps') return run.rps / base.rps
+      if (c.measure === 'startup') return run.startupMs / base.startupMs
+      return Math.max(run.rssIdleMb - base.rssIdleMb, run.rssLoadedMb - base.rssLoadedMb)
+    })
+    const value = median(perRound)
+    return { comparison: c.name, value: Number(value.toFixed(3)), perRound: perRound.map((v) => Number(v.toFixed(3))), target: c.target, pass: c.passes(value) }
+  })
+  return { settings, machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version }, rows, comparisons }
+}
+
+function markdown(result: Awaited<ReturnType<typeof runLoadBenchmark>>): string {
+  const lines = [
+    `Node ${result.machine.node}, ${result.machine.cpus} CPUs (${result.machine.model}); ${settings.connections} connections, ${settings.rounds} round(s) of ${settings.durationMs / 1000} s after ${settings.warmupMs / 1000} s warm-up; medians over rounds.`,
+    '',
+    '| case | req/s | p50 µs | p99 µs | start to first 200 ms | RSS idle MB | RSS after load MB | errors |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...result.rows.map((r) => `| ${r.case} | ${r.rps} | ${r.p50Us} | ${r.p99Us} | ${r.startupMs} | ${r.rssIdleMb} | ${r.rssLoadedMb} | ${r.errors} |`),
+    '',
+    '| comparison (same round) | median | per round | target | |',
+    '|---|---:|---|---|---|',
+    ...result.comparisons.map((c) => `| ${c.comparison} | ${c.value} | ${c.perRound.join(', ')} | ${c.target} | ${c.pass ? 'pass' : '**FAIL**'} |`),
+  ]
+  return `${lines.join('\n')}\n`
+}
+
+if (flags.timing) {
+  const result = runTimingCheck(Number(flags.samples ?? 1_000_000))
+  process.stdout.write(result.markdown)
+  if (flags.json) writeFileSync(flags.json, JSON.stringify(result.json, null, 2))
+  process.exitCode = result.pass ? 0 : 1
+} else {
+  const result = await runLoadBenchmark()
+  process.stdout.write(markdown(result))
+  if (flags.json) writeFileSync(flags.json, JSON.stringify(result, null, 2))
+}
