@@ -29,6 +29,7 @@ const { values: flags } = parseArgs({
     rounds: { type: 'string' },
     samples: { type: 'string' },
     json: { type: 'string' },
+    only: { type: 'string' },
   },
   strict: true,
 })
@@ -45,6 +46,8 @@ interface Case {
   server: { keygate: Record<string, string> } | { baseline: 'http' | 'raw' }
   /** The request headers the generator sends. */
   headers: string
+  /** The status those requests get (200 unless said). */
+  status?: number
   logFile?: boolean
 }
 
@@ -65,7 +68,7 @@ function cases(keysFile: string): Case[] {
     { name: 'raw net (generator ceiling)', server: { baseline: 'raw' }, headers: '' },
     { name: 'bare node:http', server: { baseline: 'http' }, headers: '' },
     { name: 'keygate GET /data, authorized', server: { keygate: silent }, headers: auth },
-    { name: 'keygate wrong key (401), no throttling', server: { keygate: { ...silent, AUTH_FAIL_LIMIT: '0' } }, headers: 'Authorization: wrong-key-0123456789abcdefghijklmnopq\r\n' },
+    { name: 'keygate wrong key (401), no throttling', server: { keygate: { ...silent, AUTH_FAIL_LIMIT: '0' } }, headers: 'Authorization: wrong-key-0123456789abcdefghijklmnopq\r\n', status: 401 },
     { name: 'keygate 100,000 keys loaded', server: { keygate: { API_KEYS_FILE: keysFile, LOG_LEVEL: 'silent' } }, headers: auth },
     { name: 'keygate access log at info, to a file', server: { keygate: { API_KEY: KEY, LOG_LEVEL: 'info' } }, headers: auth, logFile: true },
     { name: 'keygate WORKERS=2', server: { keygate: { ...silent, WORKERS: '2' } }, headers: auth },
@@ -90,8 +93,8 @@ function startServer(c: Case, port: number, dir: string): ChildProcess {
   return child
 }
 
-/** Sends `GET /data` on a raw socket until a 200 comes back; resolves with the time it took. */
-async function firstOk(port: number, headers: string, startedAt: bigint, deadlineMs = 10_000): Promise<number> {
+/** Sends `GET /data` on a raw socket until `status` comes back; resolves with the time since `startedAt`. */
+async function firstAnswer(port: number, headers: string, status: number, startedAt: bigint, deadlineMs = 10_000): Promise<number> {
   const request = `GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}Connection: close\r\n\r\n`
   for (const deadline = Date.now() + deadlineMs; Date.now() < deadline; ) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -99,13 +102,13 @@ async function firstOk(port: number, headers: string, startedAt: bigint, deadlin
       let answer = ''
       socket.on('data', (chunk) => (answer += chunk))
       socket.on('error', () => resolve(false))
-      socket.on('close', () => resolve(answer.startsWith('HTTP/1.1 200')))
+      socket.on('close', () => resolve(answer.startsWith(`HTTP/1.1 ${status} `)))
       socket.end(request)
     })
     if (ok) return Number(process.hrtime.bigint() - startedAt) / 1e6
     await new Promise((resolve) => setTimeout(resolve, 1))
   }
-  throw new Error(`no 200 on port ${port} within ${deadlineMs} ms`)
+  throw new Error(`no ${status} on port ${port} within ${deadlineMs} ms`)
 }
 
 function rssMb(pid: number | undefined): number {
@@ -128,7 +131,7 @@ async function measure(c: Case, dir: string): Promise<Run & { startupMs: number 
   const startedAt = process.hrtime.bigint()
   const server = startServer(c, port, dir)
   try {
-    const startupMs = await firstOk(port, c.headers, startedAt)
+    const startupMs = await firstAnswer(port, c.headers, c.status ?? 200, startedAt)
     await new Promise((resolve) => setTimeout(resolve, 200)) // let startup garbage settle before reading RSS
     const rssIdleMb = rssMb(server.pid)
     const request = Buffer.from(`GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n${c.headers}\r\n`).toString('base64')
@@ -161,7 +164,9 @@ function makeKeysFile(dir: string): string {
 async function runLoadBenchmark() {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-'))
   try {
-    const all = cases(makeKeysFile(dir))
+    // --only "bare,authorized": the cases whose names contain one of these words (the rest are skipped).
+    const wanted = flags.only?.split(',').map((word) => word.trim().toLowerCase())
+    const all = cases(makeKeysFile(dir)).filter((c) => !wanted || wanted.some((word) => c.name.toLowerCase().includes(word)))
     const runs = new Map<string, Array<Run & { startupMs: number }>>(all.map((c) => [c.name, []]))
     for (let round = 1; round <= settings.rounds; round++) {
       for (const c of all) {

@@ -12,7 +12,7 @@ export type AuthResult = { ok: true; keyId: string } | { ok: false; reason: Auth
 
 const MISSING: AuthResult = Object.freeze({ ok: false, reason: 'missing' })
 const INVALID: AuthResult = Object.freeze({ ok: false, reason: 'invalid' })
-const BEARER = /^bearer +/i
+const BEARER = /^bearer /i
 
 /**
  * The presented credential: the first header present of `Authorization: <key>`,
@@ -22,8 +22,10 @@ const BEARER = /^bearer +/i
 export function extractCredential(headers: IncomingHttpHeaders): string | undefined {
   const authorization = headers.authorization
   if (authorization) {
-    const scheme = BEARER.exec(authorization)
-    return scheme === null ? authorization : authorization.slice(scheme[0].length)
+    if (!BEARER.test(authorization)) return authorization
+    let start = 7
+    while (authorization.charCodeAt(start) === 32) start++
+    return authorization.slice(start)
   }
   const apiKey = headers['x-api-key']
   // Node joins repeated X-API-Key headers with ", ": such a value is no key and simply fails.

@@ -27,6 +27,9 @@ const SHA256_HEX = /^[0-9a-f]{64}$/
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/
 // Compared against on a miss, so that a hit and a miss do the same work.
 const MISS_DIGEST = Buffer.alloc(32)
+// The presented digest as bytes, for timingSafeEqual: written in place, so a lookup allocates no buffer.
+// Safe to share: a lookup runs start to end without yielding.
+const PRESENTED = Buffer.alloc(32)
 
 /** True when `key` is 1 to 4096 visible ASCII characters (0x21-0x7E). */
 export function isValidKey(key: string): boolean {
@@ -86,7 +89,8 @@ function lookupDigest(byDigest: Map<string, StoredKey>, credential: string): Key
   const digest = digestOf(credential)
   const found = byDigest.get(digest)
   // Both digests are always 32 bytes: timingSafeEqual cannot throw and leaks no length.
-  const equal = timingSafeEqual(Buffer.from(digest, 'latin1'), found === undefined ? MISS_DIGEST : found.digest)
+  PRESENTED.write(digest, 0, 'latin1')
+  const equal = timingSafeEqual(PRESENTED, found === undefined ? MISS_DIGEST : found.digest)
   return equal && found !== undefined ? found.record : undefined
 }
 

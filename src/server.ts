@@ -27,7 +27,13 @@ const CLOSE_IDLE_EVERY_MS = 50
 
 function main(): void {
   const { config, warnings } = exitOnConfigError(() => loadConfig(process.env, availableParallelism()))
-  const log = createLogger({ level: config.logLevel, fd: 1, base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined })
+  const log = createLogger({
+    level: config.logLevel,
+    fd: 1,
+    // Workers and the primary share stdout: pieces a pipe writes atomically, and each worker's number.
+    shared: config.workers > 1,
+    base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined,
+  })
   process.on('exit', () => log.flush())
   process.on('uncaughtException', (error) => {
     log.error('fatal error: exiting', { error: error.stack ?? String(error) })

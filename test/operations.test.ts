@@ -182,7 +182,7 @@ test('lines from many writers sharing one pipe never interleave', async (t) => {
   const { stdout } = await runLoggerScript(t, `
     import { fork } from 'node:child_process'
     if (process.argv[2] === 'child') {
-      const log = createLogger({ level: 'info', fd: 1 })
+      const log = createLogger({ level: 'info', fd: 1, shared: true })
       for (let i = 0; i < 3000; i++) log.info('line', { writer: process.pid, padding: 'x'.repeat(100) })
     } else {
       for (let i = 0; i < 4; i++) fork(new URL(import.meta.url).pathname, ['child'], { stdio: 'inherit' })
