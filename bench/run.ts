@@ -2,7 +2,7 @@
  * `npm run bench`: keygate against a bare node:http server, each case in its own process and driven
  * by the load generator in another, interleaved over rounds. `--timing` runs the timing-leak check.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs'
@@ -30,6 +30,7 @@ const { values: flags } = parseArgs({
     samples: { type: 'string' },
     json: { type: 'string' },
     only: { type: 'string' },
+    'no-pin': { type: 'boolean', default: false },
   },
   strict: true,
 })
@@ -43,7 +44,7 @@ const settings = {
 interface Case {
   name: string
   /** How to start the server: keygate with this environment, or a baseline. */
-  server: { keygate: Record<string, string> } | { baseline: 'http' | 'raw' }
+  server: { keygate: Record<string, string> } | { baseline: 'http' | 'headers' | 'raw' }
   /** The request headers the generator sends. */
   headers: string
   /** The status those requests get (200 unless said). */
@@ -67,6 +68,7 @@ function cases(keysFile: string): Case[] {
   return [
     { name: 'raw net (generator ceiling)', server: { baseline: 'raw' }, headers: '' },
     { name: 'bare node:http', server: { baseline: 'http' }, headers: '' },
+    { name: "bare node:http + keygate's response headers", server: { baseline: 'headers' }, headers: '' },
     { name: 'keygate GET /data, authorized', server: { keygate: silent }, headers: auth },
     { name: 'keygate wrong key (401), no throttling', server: { keygate: { ...silent, AUTH_FAIL_LIMIT: '0' } }, headers: 'Authorization: wrong-key-0123456789abcdefghijklmnopq\r\n', status: 401 },
     { name: 'keygate 100,000 keys loaded', server: { keygate: { API_KEYS_FILE: keysFile, LOG_LEVEL: 'silent' } }, headers: auth },
@@ -84,11 +86,23 @@ async function freePort(): Promise<number> {
   return port
 }
 
+// On a machine of two or more CPUs, with taskset at hand, the server gets CPU 1 and the generator
+// CPU 0, so that the scheduler does not move them onto one core in the middle of a run. A
+// cluster (WORKERS=2) is left free to use every core: that is what it is for.
+const PIN = !flags['no-pin'] && cpus().length >= 2 && spawnSync('taskset', ['-c', '0', 'true']).status === 0
+
+/** `node ARGS`, on CPU `cpu` when pinning. */
+function nodeCommand(args: string[], cpu: number | undefined): [string, string[]] {
+  return PIN && cpu !== undefined ? ['taskset', ['-c', String(cpu), process.execPath, ...args]] : [process.execPath, args]
+}
+
 function startServer(c: Case, port: number, dir: string): ChildProcess {
   const out = c.logFile ? openSync(join(dir, `access-${port}.log`), 'w') : 'ignore'
   const args = 'keygate' in c.server ? [KEYGATE] : [BARE, c.server.baseline]
   const env = { PATH: process.env.PATH ?? '', PORT: String(port), ...('keygate' in c.server ? c.server.keygate : {}) }
-  const child = spawn(process.execPath, args, { env, stdio: ['ignore', out, 'inherit'] })
+  const clustered = 'keygate' in c.server && Number(c.server.keygate.WORKERS ?? 1) > 1
+  const [command, commandArgs] = nodeCommand(args, clustered ? undefined : 1)
+  const child = spawn(command, commandArgs, { env, stdio: ['ignore', out, 'inherit'] })
   if (typeof out === 'number') closeSync(out)
   return child
 }
@@ -135,7 +149,8 @@ async function measure(c: Case, dir: string): Promise<Run & { startupMs: number 
     await new Promise((resolve) => setTimeout(resolve, 200)) // let startup garbage settle before reading RSS
     const rssIdleMb = rssMb(server.pid)
     const request = Buffer.from(`GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n${c.headers}\r\n`).toString('base64')
-    const load = spawn(process.execPath, [LOAD, String(port), String(settings.connections), String(settings.warmupMs), String(settings.durationMs), request], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const [command, args] = nodeCommand([LOAD, String(port), String(settings.connections), String(settings.warmupMs), String(settings.durationMs), request], 0)
+    const load = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] })
     let output = ''
     load.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
     await once(load, 'exit')
@@ -192,6 +207,8 @@ interface Comparison {
 
 const COMPARISONS: Comparison[] = [
   { name: 'generator ceiling: raw net / bare', of: 'raw net (generator ceiling)', against: 'bare node:http', measure: 'rps', target: '> 1.2', passes: (v) => v > 1.2 },
+  { name: "bare + keygate's headers / bare", of: "bare node:http + keygate's response headers", against: 'bare node:http', measure: 'rps', target: 'report', passes: () => true },
+  { name: "GET /data authorized / bare + keygate's headers", of: 'keygate GET /data, authorized', against: "bare node:http + keygate's response headers", measure: 'rps', target: 'report', passes: () => true },
   { name: 'GET /data authorized / bare', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'rps', target: '>= 0.95', passes: (v) => v >= 0.95 },
   { name: 'wrong key 401 / bare', of: 'keygate wrong key (401), no throttling', against: 'bare node:http', measure: 'rps', target: '>= 0.95', passes: (v) => v >= 0.95 },
   { name: '100,000 keys / 1 key', of: 'keygate 100,000 keys loaded', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.98', passes: (v) => v >= 0.98 },
@@ -230,12 +247,12 @@ function report(all: Case[], runs: Map<string, Array<Run & { startupMs: number }
     const value = median(perRound)
     return { comparison: c.name, value: Number(value.toFixed(3)), perRound: perRound.map((v) => Number(v.toFixed(3))), target: c.target, pass: c.passes(value) }
   })
-  return { settings, machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version }, rows, comparisons }
+  return { settings, pinned: PIN, machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version }, rows, comparisons }
 }
 
 function markdown(result: Awaited<ReturnType<typeof runLoadBenchmark>>): string {
   const lines = [
-    `Node ${result.machine.node}, ${result.machine.cpus} CPUs (${result.machine.model}); ${settings.connections} connections, ${settings.rounds} round(s) of ${settings.durationMs / 1000} s after ${settings.warmupMs / 1000} s warm-up; medians over rounds.`,
+    `Node ${result.machine.node}, ${result.machine.cpus} CPUs (${result.machine.model}); ${settings.connections} connections, ${settings.rounds} round(s) of ${settings.durationMs / 1000} s after ${settings.warmupMs / 1000} s warm-up; medians over rounds; ${PIN ? 'server on CPU 1, generator on CPU 0 (a cluster unpinned)' : 'processes not pinned'}.`,
     '',
     '| case | req/s | p50 µs | p99 µs | start to first 200 ms | RSS idle MB | RSS after load MB | errors |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
