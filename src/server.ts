@@ -1,11 +1,9 @@
 #!/usr/bin/env node
 /** Entry point: configuration from the environment, the server (or the cluster), signals and clean shutdown. */
-import cluster from 'node:cluster'
-import { createServer, type Server } from 'node:http'
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import { createServer, type Server, type ServerOptions } from 'node:http'
+import type { Server as HttpsServer } from 'node:https'
 import { Server as NetServer, type AddressInfo } from 'node:net'
 import { availableParallelism } from 'node:os'
-import { connectWorkerMetrics, runPrimary } from './cluster.js'
 import { ConfigError, DEMO_KEY, loadConfig, type Config } from './config.js'
 import { createHandler, type Handler } from './handler.js'
 import { createKeyStore, type KeyStore } from './keys.js'
@@ -14,7 +12,12 @@ import { createLogger, type Logger } from './log.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { answerClientError } from './respond.js'
 import { createThrottle, type Throttle } from './throttle.js'
-import { MIN_TLS_VERSION, loadTlsPair, reloadTls, type TlsPair } from './tls.js'
+import type { TlsPair } from './tls.js'
+
+// node:cluster, node:https (with TLS) and their modules load only when configured: each costs
+// startup time, and time to the first answer is part of what keygate promises.
+type TlsModule = typeof import('./tls.js')
+type ClusterRole = { primary: true } | { primary: false; worker: number }
 
 // How often node:http looks for connections past their headers or request timeout (its default
 // is 30 s): a quarter of the headers timeout, so a slow client is closed within 1.25 times it.
@@ -25,14 +28,15 @@ const MIN_TIMEOUT_CHECK_INTERVAL_MS = 10
 const MAX_DRAIN_GRACE_MS = 1000
 const CLOSE_IDLE_EVERY_MS = 50
 
-function main(): void {
+async function main(): Promise<void> {
   const { config, warnings } = exitOnConfigError(() => loadConfig(process.env, availableParallelism()))
+  const role = config.workers > 1 ? await clusterRole() : undefined
   const log = createLogger({
     level: config.logLevel,
     fd: 1,
     // Workers and the primary share stdout: pieces a pipe writes atomically, and each worker's number.
     shared: config.workers > 1,
-    base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined,
+    base: role?.primary === false ? { worker: role.worker } : undefined,
   })
   process.on('exit', () => log.flush())
   process.on('uncaughtException', (error) => {
@@ -41,22 +45,35 @@ function main(): void {
     process.stderr.write(`keygate: fatal error: ${error.stack ?? String(error)}\n`)
     process.exit(1)
   })
-  if (cluster.isPrimary) for (const warning of warnings) log.warn(warning)
-  if (config.workers > 1 && cluster.isPrimary) {
+  if (role?.primary !== false) for (const warning of warnings) log.warn(warning)
+  const tlsModule = config.tls === undefined ? undefined : await import('./tls.js')
+  if (role?.primary) {
     // Check keys and certificates once here, so a mistake is one line and exit 1, not a crash loop.
     exitOnConfigError(() => loadKeys(config), log)
-    if (config.tls !== undefined) exitOnConfigError(() => loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
+    if (config.tls !== undefined) exitOnConfigError(() => tlsModule?.loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
+    const { runPrimary } = await import('./cluster.js')
     return runPrimary(config, log, (port) => urlOf(config, port))
   }
-  serve(config, log)
+  const collectMetrics = role === undefined ? undefined : (await import('./cluster.js')).connectWorkerMetrics
+  serve(config, log, tlsModule, collectMetrics)
 }
 
-/** Runs one serving process: the whole server, or one cluster worker. */
-function serve(config: Config, log: Logger): void {
+async function clusterRole(): Promise<ClusterRole> {
+  const { default: cluster } = await import('node:cluster')
+  return cluster.isPrimary ? { primary: true } : { primary: false, worker: cluster.worker?.id ?? 0 }
+}
+
+/** Runs one serving process: the whole server, or one cluster worker (which sums metrics over IPC). */
+function serve(
+  config: Config,
+  log: Logger,
+  tlsModule: TlsModule | undefined,
+  connectWorkerMetrics: typeof import('./cluster.js').connectWorkerMetrics | undefined,
+): void {
   const loaded = exitOnConfigError(() => loadKeys(config), log)
   const keys = loaded.keys
   const tls = config.tls
-  const tlsPair = tls === undefined ? undefined : exitOnConfigError(() => loadTlsPair(tls), log)
+  const tlsPair = tls === undefined || tlsModule === undefined ? undefined : exitOnConfigError(() => tlsModule.loadTlsPair(tls), log)
   const throttle = createThrottleFor(config)
   const metrics = createMetrics({
     keysLoaded: () => keys.size,
@@ -72,9 +89,9 @@ function serve(config: Config, log: Logger): void {
     throttle,
     trustProxy: config.trustProxy,
     metrics,
-    collectMetrics: cluster.isWorker ? connectWorkerMetrics(metrics) : undefined,
+    collectMetrics: connectWorkerMetrics?.(metrics),
   })
-  const server = createHttpServer(config, handler, tlsPair)
+  const server = createHttpServer(config, handler, tlsModule && tlsPair && { module: tlsModule, pair: tlsPair })
   server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
     const status = answerClientError(error, socket)
     if (status !== 0) metrics.recordClientError(status)
@@ -84,13 +101,13 @@ function serve(config: Config, log: Logger): void {
     const { port } = server.address() as AddressInfo
     // In a cluster the primary announces the one URL; each worker says so at debug.
     const fields = { url: urlOf(config, port), keys: keys.size, pid: process.pid, ...(tlsPair && { certificateValidTo: tlsPair.validTo }) }
-    if (cluster.isWorker) log.debug('worker listening', fields)
+    if (connectWorkerMetrics !== undefined) log.debug('worker listening', fields)
     else log.info('listening', fields)
   })
   process.on('SIGHUP', () => {
     if (reloader === undefined && tls === undefined) log.info('SIGHUP: no API_KEYS_FILE or TLS certificate to reload')
     reloader?.reload('SIGHUP')
-    if (tls !== undefined) reloadTls(server as HttpsServer, tls, log)
+    if (tls !== undefined) tlsModule?.reloadTls(server as HttpsServer, tls, log)
   })
   let stopping = false
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -109,8 +126,8 @@ function createThrottleFor(config: Config): Throttle | undefined {
 }
 
 /** An HTTP server, or HTTPS when the pair is given, with the configured timeouts; it does not listen yet. */
-function createHttpServer(config: Config, handler: Handler, tlsPair: TlsPair | undefined): Server {
-  const options = {
+function createHttpServer(config: Config, handler: Handler, tls: { module: TlsModule; pair: TlsPair } | undefined): Server {
+  const options: ServerOptions = {
     headersTimeout: config.headersTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,
@@ -119,8 +136,7 @@ function createHttpServer(config: Config, handler: Handler, tlsPair: TlsPair | u
       Math.min(MAX_TIMEOUT_CHECK_INTERVAL_MS, Math.floor(config.headersTimeoutMs / 4)),
     ),
   }
-  if (tlsPair === undefined) return createServer(options, handler)
-  return createHttpsServer({ ...options, cert: tlsPair.cert, key: tlsPair.key, minVersion: MIN_TLS_VERSION }, handler)
+  return tls === undefined ? createServer(options, handler) : tls.module.createHttpsServer(options, handler, tls.pair)
 }
 
 /** The key store for the configuration: the keys file (with what reloads need) plus `API_KEY`, or the demo key. */
@@ -195,4 +211,4 @@ function shutdown(server: Server, log: Logger, timeoutMs: number, signal: NodeJS
   }, timeoutMs).unref()
 }
 
-main()
+await main()

@@ -1,7 +1,8 @@
 /** HTTPS: loading and checking the certificate pair, and swapping it in on reload. */
 import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
-import type { Server as HttpsServer } from 'node:https'
+import type { RequestListener, ServerOptions } from 'node:http'
+import { createServer, type Server as HttpsServer } from 'node:https'
 import { createSecureContext as createTlsContext } from 'node:tls'
 import { ConfigError } from './config.js'
 import type { Logger } from './log.js'
@@ -42,6 +43,11 @@ export function loadTlsPair({ certFile, keyFile }: TlsFiles): TlsPair {
     throw new ConfigError(`TLS_KEY_FILE ${keyFile}: does not match the certificate in TLS_CERT_FILE ${certFile}`)
   }
   return { cert, key, validTo }
+}
+
+/** An HTTPS server with the pair, TLS 1.2 or newer, and the given HTTP options; it does not listen yet. */
+export function createHttpsServer(options: ServerOptions, handler: RequestListener, pair: TlsPair): HttpsServer {
+  return createServer({ ...options, cert: pair.cert, key: pair.key, minVersion: MIN_TLS_VERSION }, handler)
 }
 
 /** Re-reads the pair and swaps it into `server`; an invalid pair keeps the old one and logs an error. */

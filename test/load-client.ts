@@ -3,14 +3,17 @@
  *   node load-client.js URL KEY CONNECTIONS
  * Each connection is a keep-alive socket sending GET /data back to back. It prints "flowing" once
  * requests succeed, runs until a line arrives on stdin, then prints a JSON summary: every request
- * is completed (a whole 200 response), refused (failed before it was sent) or lost (sent, then no
- * whole response).
+ * is completed (a whole 200 response), refused (its connection failed before the request was
+ * written to it: refused, or reset while connecting) or lost (written, then no whole response).
+ * A loss on a keep-alive connection that had already served requests counts as `lost`; one on a
+ * connection opened for this very request (it may never have reached the server: it can sit in
+ * the kernel's accept queue as the listening socket closes) counts as `lostOnNewConnection`.
  */
 import { Agent, request } from 'node:http'
 
 const [url = '', key = '', connections = '16'] = process.argv.slice(2)
 const EXPECTED = '{"message":"Here is your data"}'
-const summary = { completed: 0, refused: 0, lost: 0, connectionClose: 0, lostErrors: [] as string[] }
+const summary = { completed: 0, refused: 0, resetBeforeSent: 0, lost: 0, lostOnNewConnection: 0, connectionClose: 0, lostErrors: [] as string[] }
 let stopping = false
 let announced = false
 
@@ -21,7 +24,7 @@ function once(agent: Agent): Promise<void> {
     const settle = (outcome: 'completed' | 'refused' | 'lost', detail?: string) => {
       if (settled) return
       settled = true
-      summary[outcome]++
+      summary[outcome === 'lost' && !req.reusedSocket ? 'lostOnNewConnection' : outcome]++
       if (outcome === 'lost' && summary.lostErrors.length < 5) summary.lostErrors.push(detail ?? '')
       resolve()
     }
@@ -37,8 +40,10 @@ function once(agent: Agent): Promise<void> {
     })
     req.on('finish', () => (sent = true))
     req.on('error', (error: NodeJS.ErrnoException) => {
-      if (!sent && error.code === 'ECONNREFUSED') settle('refused')
-      else settle('lost', `${error.code ?? error.message} (${sent ? 'after' : 'before'} the request was written)`)
+      // Not written yet: the server never received this request, and the client can safely retry it.
+      if (!sent && error.code !== 'ECONNREFUSED') summary.resetBeforeSent++
+      if (!sent) settle('refused')
+      else settle('lost', `${error.code ?? error.message} after the request was written`)
     })
     req.end()
   })
