@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { test, type TestContext } from 'node:test'
-import { listen, logLines, startServerProcess, waitFor, type Child } from './helpers.js'
+import { freePort, listen, logLines, startServerProcess, waitFor, type Child } from './helpers.js'
 
 const KEY = 'gateway-key-0123456789abcdef'
 const example = (name: string) => readFileSync(fileURLToPath(new URL(`../examples/${name}`, import.meta.url)), 'utf8')
@@ -20,16 +18,6 @@ interface Gateway {
   keygate: Child
   /** Headers the upstream received, one entry per request that reached it. */
   seen: Array<Record<string, string | string[] | undefined>>
-}
-
-/** A port that was free a moment ago: proxies must be told their port before they start. */
-async function freePort(): Promise<number> {
-  const probe = createNetServer().listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const { port } = probe.address() as AddressInfo
-  probe.close()
-  await once(probe, 'close')
-  return port
 }
 
 async function startBackends(t: TestContext) {

@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer, type RequestListener, type Server } from 'node:http'
-import { connect, type AddressInfo } from 'node:net'
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
 import { createHandler, type HandlerOptions } from '../dist/handler.js'
@@ -12,6 +12,16 @@ export const TEST_KEY = 'test-key-0123456789abcdef'
 export const SERVER_JS = fileURLToPath(new URL('../dist/server.js', import.meta.url))
 export const CLI_JS = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 export const DIST_DIR = fileURLToPath(new URL('../dist/', import.meta.url))
+
+/** A port that was free a moment ago, for a process that must be told its port before it starts. */
+export async function freePort(): Promise<number> {
+  const probe = createNetServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as AddressInfo
+  probe.close()
+  await once(probe, 'close')
+  return port
+}
 
 /** Listens on 127.0.0.1 port 0, closes after the test; returns the base URL. */
 export async function listen(t: TestContext, listener: RequestListener): Promise<{ url: string; server: Server }> {

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { test, type TestContext } from 'node:test'
-import { logLines, runNode, startServerProcess, waitFor } from './helpers.js'
+import { freePort, logLines, runNode, startServerProcess, waitFor } from './helpers.js'
 
 const KEY = 'operations-key-0123456789abcdef'
 const LOAD_CLIENT = fileURLToPath(new URL('./load-client.js', import.meta.url))
@@ -125,16 +123,6 @@ test('LOG_LEVEL=silent writes nothing at all, even while serving', async (t) => 
   assert.equal(await child.exited, 0)
   assert.equal(child.stdout() + child.stderr(), '')
 })
-
-/** A port that was free a moment ago, for the one test that cannot learn its port from the log. */
-async function freePort(): Promise<number> {
-  const probe = createNetServer().listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const { port } = probe.address() as AddressInfo
-  probe.close()
-  await once(probe, 'close')
-  return port
-}
 
 /** Runs `script` (ES module text) in a child with the logger, and returns its stdout and exit code. */
 async function runLoggerScript(t: TestContext, script: string) {
