@@ -1,13 +1,11 @@
 /** The routes keygate owns: their methods, key checks, throttling and prepared replies. */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { authenticate, type AuthFailure, type AuthResult } from './auth.js'
+import { authenticate, type AuthResult } from './auth.js'
 import type { KeyStore } from './keys.js'
 import { renderMetrics, type MetricsSnapshot } from './metrics.js'
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
 import { throttleKeyOf, type Throttle } from './throttle.js'
 
-/** Why a request that needed a key was refused, as the access log says it. */
-export type RefusalReason = AuthFailure | 'throttled'
 export type Outcome = AuthResult | { ok: false; reason: 'throttled'; keyId?: undefined }
 const THROTTLED: Outcome = Object.freeze({ ok: false, reason: 'throttled' })
 

@@ -137,3 +137,31 @@ test('random bytes and truncated or mutated requests never crash the server (300
   assert.equal(child.stderr(), '')
   t.diagnostic(`${answered} of ${cases.length} cases got an HTTP answer; the rest were closed without one`)
 })
+
+test('KEEP_ALIVE_TIMEOUT_MS: an idle keep-alive connection is closed by the server after it', async (t) => {
+  const { url } = await startServerProcess(t, { API_KEY: TEST_KEY, KEEP_ALIVE_TIMEOUT_MS: '300' })
+  const socket = connect(Number(new URL(url).port), '127.0.0.1')
+  t.after(() => socket.destroy())
+  let answer = ''
+  socket.setEncoding('latin1').on('data', (chunk: string) => (answer += chunk))
+  socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
+  await waitFor('the answer', () => (answer.endsWith('{"status":"ok"}') ? true : undefined))
+  const idleSince = Date.now()
+  assert.match(answer, /\r\nConnection: keep-alive\r\n/)
+  await once(socket, 'end')
+  assert.ok(Date.now() - idleSince >= 250, `closed after ${Date.now() - idleSince} ms`)
+})
+
+test('REQUEST_TIMEOUT_MS: a body that never finishes gets 408 and the connection is closed', async (t) => {
+  const { url } = await startServerProcess(t, { API_KEY: TEST_KEY, HEADERS_TIMEOUT_MS: '200', REQUEST_TIMEOUT_MS: '500' })
+  const socket = connect(Number(new URL(url).port), '127.0.0.1')
+  t.after(() => socket.destroy())
+  let answer = ''
+  socket.setEncoding('latin1').on('data', (chunk: string) => (answer += chunk))
+  socket.on('error', () => {})
+  const closed = once(socket, 'close')
+  socket.write('POST /auth HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a part')
+  await closed
+  assert.deepEqual(parse(answer), { status: 408, body: '{"error":"Request Timeout"}' })
+  assert.equal(await dataStatus(url), 200)
+})
