@@ -1,5 +1,6 @@
-/** The key store: entries held as SHA-256 digests, looked up by digest. Pure: no I/O. */
-import { hash, timingSafeEqual } from 'node:crypto'
+/** The key store: entries held as SHA-256 digests, looked up by digest (see digest-index.ts). Pure: no I/O. */
+import { hash } from 'node:crypto'
+import { createDigestIndex, type DigestIndex } from './digest-index.js'
 
 /** One key as the embedding code or the keys file gives it: exactly one of `key` or `sha256`. */
 export type KeyEntry =
@@ -25,11 +26,6 @@ const VALID_KEY = /^[\x21-\x7e]{1,4096}$/
 const VALID_ID = /^[A-Za-z0-9._:@-]{1,128}$/
 const SHA256_HEX = /^[0-9a-f]{64}$/
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/
-// Compared against on a miss, so that a hit and a miss do the same work.
-const MISS_DIGEST = Buffer.alloc(32)
-// The presented digest as bytes, for timingSafeEqual: written in place, so a lookup allocates no buffer.
-// Safe to share: a lookup runs start to end without yielding.
-const PRESENTED = Buffer.alloc(32)
 
 /** True when `key` is 1 to 4096 visible ASCII characters (0x21-0x7E). */
 export function isValidKey(key: string): boolean {
@@ -56,7 +52,7 @@ export function createKeyStore(entries: readonly KeyEntry[]): KeyStore {
 /** Like `createKeyStore`, but reports every problem (one message per bad entry) instead of the first. */
 export function tryCreateKeyStore(entries: readonly KeyEntry[]): { store?: KeyStore; problems: string[] } {
   if (!Array.isArray(entries)) return { problems: ['keys must be an array of { id, key } or { id, sha256 } entries'] }
-  const byDigest = new Map<string, StoredKey>()
+  const byDigest = new Map<string, KeyRecord>()
   const ids = new Set<string>()
   const problems: string[] = []
   entries.forEach((entry, index) => {
@@ -67,31 +63,24 @@ export function tryCreateKeyStore(entries: readonly KeyEntry[]): { store?: KeySt
       const digest = digestOfEntry(entry, index)
       const record: KeyRecord = Object.freeze({ id, expiresAtMs: parseExpiry(entry.expiresAt, index, id) })
       const clash = byDigest.get(digest)
-      if (clash !== undefined) throw new TypeError(`${where(index, record.id)}: same key as entry "${clash.record.id}"`)
-      byDigest.set(digest, { record, digest: Buffer.from(digest, 'latin1') })
+      if (clash !== undefined) throw new TypeError(`${where(index, record.id)}: same key as entry "${clash.id}"`)
+      byDigest.set(digest, record)
     } catch (error) {
       problems.push((error as Error).message)
     }
   })
   if (problems.length > 0) return { problems }
-  const store: KeyStore = { size: byDigest.size, lookup: (credential) => lookupDigest(byDigest, credential) }
+  const records = [...byDigest.values()]
+  const index = createDigestIndex([...byDigest.keys()])
+  const store: KeyStore = { size: records.length, lookup: (credential) => lookupRecord(index, records, credential) }
   return { store, problems }
 }
 
-interface StoredKey {
-  readonly record: KeyRecord
-  readonly digest: Buffer
-}
-
-function lookupDigest(byDigest: Map<string, StoredKey>, credential: string): KeyRecord | undefined {
+function lookupRecord(index: DigestIndex, records: readonly KeyRecord[], credential: string): KeyRecord | undefined {
   // Longer than any valid key: no key can match, and hashing 100 KB would be wasted work.
   if (typeof credential !== 'string' || credential.length === 0 || credential.length > MAX_KEY_LENGTH) return undefined
-  const digest = digestOf(credential)
-  const found = byDigest.get(digest)
-  // Both digests are always 32 bytes: timingSafeEqual cannot throw and leaks no length.
-  PRESENTED.write(digest, 0, 'latin1')
-  const equal = timingSafeEqual(PRESENTED, found === undefined ? MISS_DIGEST : found.digest)
-  return equal && found !== undefined ? found.record : undefined
+  const row = index.find(digestOf(credential))
+  return row === -1 ? undefined : records[row]
 }
 
 function idOf(entry: KeyEntry, index: number): string {

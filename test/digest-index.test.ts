@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { test } from 'node:test'
+import { createDigestIndex } from '../dist/digest-index.js'
+
+const randomDigest = () => randomBytes(32).toString('latin1')
+
+test('finds every digest it holds, at its position, and nothing else', () => {
+  const digests = Array.from({ length: 1000 }, randomDigest)
+  const index = createDigestIndex(digests)
+  digests.forEach((digest, position) => assert.equal(index.find(digest), position))
+  for (let i = 0; i < 1000; i++) assert.equal(index.find(randomDigest()), -1)
+})
+
+test('an empty index finds nothing', () => {
+  assert.equal(createDigestIndex([]).find(randomDigest()), -1)
+})
+
+test('grows past its minimum size and still finds everything (200,000 digests)', () => {
+  const digests = Array.from({ length: 200_000 }, randomDigest)
+  const index = createDigestIndex(digests)
+  for (let position = 0; position < digests.length; position += 997) assert.equal(index.find(digests[position] as string), position)
+  assert.equal(index.find(digests.at(-1) as string), digests.length - 1)
+  for (let i = 0; i < 1000; i++) assert.equal(index.find(randomDigest()), -1)
+})
+
+test('a digest that differs in one byte is not found', () => {
+  const digest = randomDigest()
+  const index = createDigestIndex([digest])
+  const last = digest.charCodeAt(31)
+  assert.equal(index.find(digest.slice(0, 31) + String.fromCharCode(last ^ 1)), -1)
+  assert.equal(index.find(String.fromCharCode(digest.charCodeAt(0) ^ 1) + digest.slice(1)), -1)
+})
