@@ -32,28 +32,39 @@ export function createDigestIndex(digests: readonly string[]): DigestIndex {
   let table = fillTable(digests, bucketCount)
   // A full pair of buckets or two tags alike (both about as likely as a lottery win): grow and retry.
   while (table === undefined) table = fillTable(digests, (bucketCount *= 2))
-  const rows = fillRows(digests)
-  const rowCount = rows.length / DIGEST_BYTES
-  const mask = bucketCount - 1
-  const buckets = table
-  return {
-    find(digest) {
-      const first = (word(digest, 0) & mask) * INTS_PER_BUCKET
-      const second = (word(digest, 4) & mask) * INTS_PER_BUCKET
-      const tag = word(digest, 8) | 0
-      let found = EMPTY
-      // Every slot of both buckets is read, match or not: the work does not depend on the contents.
-      for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) {
-        if (buckets[first + slot] === tag && (buckets[first + slot + 1] as number) >= 0) found = buckets[first + slot + 1] as number
-        if (buckets[second + slot] === tag && (buckets[second + slot + 1] as number) >= 0) found = buckets[second + slot + 1] as number
-      }
-      // A miss reads a row as well, one the digest picks: the same kind of memory access as a hit.
-      const row = found === EMPTY ? word(digest, 12) % rowCount : found
-      rows.copy(CANDIDATE, 0, row * DIGEST_BYTES, (row + 1) * DIGEST_BYTES)
-      PRESENTED.write(digest, 0, 'latin1')
-      // Both sides are always 32 bytes: timingSafeEqual cannot throw and leaks no length.
-      return timingSafeEqual(PRESENTED, CANDIDATE) && found !== EMPTY ? found : EMPTY
-    },
+  return new FixedFootprintIndex(table, bucketCount - 1, fillRows(digests))
+}
+
+// A class, not a closure per index: every index shares one `find`, so a call site that sees two
+// indexes stays monomorphic and neither is faster for having been seen first.
+class FixedFootprintIndex implements DigestIndex {
+  private readonly rowCount: number
+
+  constructor(
+    private readonly buckets: Int32Array,
+    private readonly mask: number,
+    private readonly rows: Buffer,
+  ) {
+    this.rowCount = rows.length / DIGEST_BYTES
+  }
+
+  find(digest: string): number {
+    const { buckets, mask } = this
+    const first = (word(digest, 0) & mask) * INTS_PER_BUCKET
+    const second = (word(digest, 4) & mask) * INTS_PER_BUCKET
+    const tag = word(digest, 8) | 0
+    let found = EMPTY
+    // Every slot of both buckets is read, match or not: the work does not depend on the contents.
+    for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) {
+      if (buckets[first + slot] === tag && (buckets[first + slot + 1] as number) >= 0) found = buckets[first + slot + 1] as number
+      if (buckets[second + slot] === tag && (buckets[second + slot + 1] as number) >= 0) found = buckets[second + slot + 1] as number
+    }
+    // A miss reads a row as well, one the digest picks: the same kind of memory access as a hit.
+    const row = found === EMPTY ? word(digest, 12) % this.rowCount : found
+    this.rows.copy(CANDIDATE, 0, row * DIGEST_BYTES, (row + 1) * DIGEST_BYTES)
+    PRESENTED.write(digest, 0, 'latin1')
+    // Both sides are always 32 bytes: timingSafeEqual cannot throw and leaks no length.
+    return timingSafeEqual(PRESENTED, CANDIDATE) && found !== EMPTY ? found : EMPTY
   }
 }
 

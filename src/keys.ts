@@ -70,17 +70,26 @@ export function tryCreateKeyStore(entries: readonly KeyEntry[]): { store?: KeySt
     }
   })
   if (problems.length > 0) return { problems }
-  const records = [...byDigest.values()]
-  const index = createDigestIndex([...byDigest.keys()])
-  const store: KeyStore = { size: records.length, lookup: (credential) => lookupRecord(index, records, credential) }
-  return { store, problems }
+  return { store: new DigestKeyStore(createDigestIndex([...byDigest.keys()]), [...byDigest.values()]), problems }
 }
 
-function lookupRecord(index: DigestIndex, records: readonly KeyRecord[], credential: string): KeyRecord | undefined {
-  // Longer than any valid key: no key can match, and hashing 100 KB would be wasted work.
-  if (typeof credential !== 'string' || credential.length === 0 || credential.length > MAX_KEY_LENGTH) return undefined
-  const row = index.find(digestOf(credential))
-  return row === -1 ? undefined : records[row]
+// A class, so that every store shares one `lookup`: see FixedFootprintIndex.
+class DigestKeyStore implements KeyStore {
+  readonly size: number
+
+  constructor(
+    private readonly index: DigestIndex,
+    private readonly records: readonly KeyRecord[],
+  ) {
+    this.size = records.length
+  }
+
+  lookup(credential: string): KeyRecord | undefined {
+    // Longer than any valid key: no key can match, and hashing 100 KB would be wasted work.
+    if (typeof credential !== 'string' || credential.length === 0 || credential.length > MAX_KEY_LENGTH) return undefined
+    const row = this.index.find(digestOf(credential))
+    return row === -1 ? undefined : this.records[row]
+  }
 }
 
 function idOf(entry: KeyEntry, index: number): string {
