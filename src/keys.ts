@@ -37,7 +37,7 @@ export function isValidKeyId(id: string): boolean {
   return VALID_ID.test(id)
 }
 
-/** SHA-256 of the UTF-8 bytes of `value`, as a 32-character latin1 string (a cheap `Map` key). */
+/** SHA-256 of the UTF-8 bytes of `value`, as a 32-character latin1 string (one character per byte). */
 export function digestOf(value: string): string {
   return hash('sha256', value, 'binary') // 'binary' is latin1: one char per byte
 }
