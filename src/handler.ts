@@ -5,7 +5,7 @@ import { discardBody, hasUnreadBody } from './body.js'
 import { clientAddressOf } from './client.js'
 import type { KeyStore } from './keys.js'
 import { silentLogger, type Logger } from './log.js'
-import { FAILURE_REASONS, createMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
+import { FAILURE_REASONS, ROUTE_NAMES, createMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
 import { requestIdOf, sendReply } from './respond.js'
 import { createRoutes, REPLY, type Context, type Outcome, type RouteEntry } from './routes.js'
 import type { Throttle } from './throttle.js'
@@ -30,17 +30,13 @@ export type Next = (err?: unknown) => void
 /** A `node:http` request listener that also mounts as Connect/Express middleware. */
 export type Handler = (req: IncomingMessage, res: ServerResponse, next?: Next) => void
 
-const OTHER_ROUTE = 4 // ROUTE_NAMES.indexOf('other')
+const OTHER_ROUTE = ROUTE_NAMES.indexOf('other')
 const FAILURE_INDEX: Record<string, number> = Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, i]))
 
 /** Creates the keygate request handler; unmatched paths go to `next` when given, else 404. */
 export function createHandler(options: HandlerOptions): Handler {
   const { keys, log = silentLogger, throttle, trustProxy = 0 } = validateOptions(options)
-  const metrics = options.metrics ?? createMetrics({
-    keysLoaded: () => keys.size,
-    throttleClients: () => throttle?.size ?? 0,
-    logLinesDropped: () => log.dropped,
-  })
+  const metrics = options.metrics ?? createHandlerMetrics(keys, throttle, log)
   const localSnapshot = () => metrics.snapshot()
   const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot)
   const logging = log.enabled('info')
@@ -80,6 +76,15 @@ export function createHandler(options: HandlerOptions): Handler {
       },
     )
   }
+}
+
+/** Counters whose gauges read these keys, throttle and logger: what a handler counts by default. */
+export function createHandlerMetrics(keys: KeyStore, throttle: Throttle | undefined, log: Logger): Metrics {
+  return createMetrics({
+    keysLoaded: () => keys.size,
+    throttleClients: () => throttle?.size ?? 0,
+    logLinesDropped: () => log.dropped,
+  })
 }
 
 function validateOptions(options: HandlerOptions): HandlerOptions {

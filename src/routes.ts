@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { authenticate, type AuthResult } from './auth.js'
 import type { KeyStore } from './keys.js'
-import { renderMetrics, type MetricsSnapshot } from './metrics.js'
+import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from './metrics.js'
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
 import { throttleKeyOf, type Throttle } from './throttle.js'
 
@@ -103,12 +103,12 @@ export function createRoutes(
     }
     return outcome
   }
-  // The index of each route is its place in ROUTE_NAMES.
+  const entry = (name: RouteName, route: Route): [string, RouteEntry] => [`/${name}`, { route, index: ROUTE_NAMES.indexOf(name) }]
   return new Map([
-    ['/data', { route: requireKey(REPLY.data), index: 0 }],
-    ['/healthz', { route: open(REPLY.healthy), index: 1 }],
-    ['/auth', { route: forwardAuth, index: 2 }],
-    ['/metrics', { route: scrape, index: 3 }],
+    entry('data', requireKey(REPLY.data)),
+    entry('healthz', open(REPLY.healthy)),
+    entry('auth', forwardAuth),
+    entry('metrics', scrape),
   ])
 }
 

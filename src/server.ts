@@ -5,11 +5,10 @@ import type { Server as HttpsServer } from 'node:https'
 import { Server as NetServer, type AddressInfo } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { ConfigError, DEMO_KEY, loadConfig, type Config } from './config.js'
-import { createHandler, type Handler } from './handler.js'
+import { createHandler, createHandlerMetrics, type Handler } from './handler.js'
 import { createKeyStore, type KeyStore } from './keys.js'
 import { createSwappableKeyStore, ENV_KEY_ID, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys-file.js'
 import { createLogger, type Logger } from './log.js'
-import { createMetrics } from './metrics.js'
 import { answerClientError } from './respond.js'
 import { createThrottle, type Throttle } from './throttle.js'
 import type { TlsPair } from './tls.js'
@@ -75,11 +74,7 @@ function serve(
   const tls = config.tls
   const tlsPair = tls === undefined || tlsModule === undefined ? undefined : exitOnConfigError(() => tlsModule.loadTlsPair(tls), log)
   const throttle = createThrottleFor(config)
-  const metrics = createMetrics({
-    keysLoaded: () => keys.size,
-    throttleClients: () => throttle?.size ?? 0,
-    logLinesDropped: () => log.dropped,
-  })
+  const metrics = createHandlerMetrics(keys, throttle, log)
   const reloader = loaded.reload === undefined
     ? undefined
     : startKeysFileReloads({ ...loaded.reload, store: loaded.keys, log, onReload: (ok) => metrics.recordKeyReload(ok) })
