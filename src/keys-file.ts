@@ -176,10 +176,12 @@ export function startKeysFileReloads(options: {
   let loadedText = options.initialText
   const reload = (trigger: 'SIGHUP' | 'change'): void => {
     try {
-      const next = loadKeysFile(file, envKey)
-      if (trigger === 'change' && next.text === loadedText) return
+      const text = readKeysText(file)
+      // An event in the directory that left the file as it was (a touch, another file) costs no parse.
+      if (trigger === 'change' && text === loadedText) return
+      const next = parseKeysFile(text, file, envKey)
       store.swap(next.store)
-      loadedText = next.text
+      loadedText = text
       log.info('keys reloaded', { file, trigger, keys: next.store.size })
       onReload(true)
     } catch (error) {
