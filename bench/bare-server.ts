@@ -2,11 +2,14 @@
  * The baselines keygate is measured against, each as its own process (PORT from the environment):
  *   node bare-server.js http      a bare node:http server answering the same JSON, with no auth
  *   node bare-server.js headers   the same, plus keygate's response headers (a fresh X-Request-Id too)
+ *   node bare-server.js contract  the same, plus the one check the contract cannot do without: the
+ *                                 SHA-256 of the Authorization header against one key's digest
  *   node bare-server.js raw       a node:net server writing a canned answer: the generator's ceiling
  */
-import { randomUUID } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { createServer } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
+import { freshRequestId } from '../dist/respond.js'
 
 const BODY = '{"message":"Here is your data"}'
 const port = Number(process.env.PORT)
@@ -22,11 +25,23 @@ if (process.argv[2] === 'raw') {
     })
     socket.on('error', () => {})
   }).listen(port, '127.0.0.1')
-} else if (process.argv[2] === 'headers') {
+} else if (process.argv[2] === 'headers' || process.argv[2] === 'contract') {
   const headers = ['content-type', 'application/json; charset=utf-8', 'content-length', String(BODY.length),
     'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'x-request-id', '']
-  createServer((_req, res) => {
-    headers[9] = randomUUID()
+  const denied = '{"error":"Unauthorized"}'
+  const deniedHeaders = ['content-type', 'application/json; charset=utf-8', 'content-length', String(denied.length),
+    'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'www-authenticate', 'Bearer realm="keygate", error="invalid_token"', 'x-request-id', '']
+  const digest = (value: string) => hash('sha256', value, 'binary')
+  const keyDigest = digest(process.env.API_KEY ?? '')
+  const checked = process.argv[2] === 'contract'
+  createServer((req, res) => {
+    if (checked && digest(req.headers.authorization ?? '') !== keyDigest) {
+      deniedHeaders[11] = freshRequestId()
+      res.writeHead(401, deniedHeaders)
+      res.end(denied)
+      return
+    }
+    headers[9] = freshRequestId()
     res.writeHead(200, headers)
     res.end(BODY)
   }).listen(port, '127.0.0.1')

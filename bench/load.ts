@@ -1,13 +1,15 @@
 /**
  * The load generator, run as its own process so that it never shares a core's time with the
  * server it drives:
- *   node load.js PORT CONNECTIONS WARMUP_MS DURATION_MS REQUEST_BASE64
+ *   node load.js PORT CONNECTIONS WARMUP_MS DURATION_MS REQUEST_BASE64 [SERVER_PIDS]
  * Each connection is a raw keep-alive socket that writes the fixed request, reads the answer by
- * its Content-Length, and writes the next. Prints one JSON line: requests/s, p50, p99, errors.
+ * its Content-Length, and writes the next. Prints one JSON line: requests/s, p50, p99, errors,
+ * and, given the server's process ids (comma-separated), the CPU time they used per request.
  */
+import { readFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 
-const [port, connections, warmupMs, durationMs, requestBase64] = process.argv.slice(2)
+const [port, connections, warmupMs, durationMs, requestBase64, serverPids = ''] = process.argv.slice(2)
 const REQUEST = Buffer.from(requestBase64 ?? '', 'base64')
 const HEADER_END = Buffer.from('\r\n\r\n')
 const LENGTH_LOWER = Buffer.from('content-length:')
@@ -58,6 +60,27 @@ function drive(socket: Socket): void {
   send()
 }
 
+const TICKS_PER_SECOND = 100 // USER_HZ, 100 on every Linux that matters
+
+/**
+ * User plus system CPU seconds used so far by the processes (Linux /proc; NaN elsewhere). CPU time,
+ * unlike requests/s, leaves out the time a shared machine gives to others: a steadier measure.
+ */
+function cpuSeconds(pids: string[]): number {
+  if (pids.length === 0) return NaN
+  let ticks = 0
+  for (const pid of pids) {
+    try {
+      // The command name (field 2) may hold spaces: count fields from the closing parenthesis.
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+      ticks += Number(fields[11]) + Number(fields[12]) // utime, stime: fields 14 and 15 of the line
+    } catch {
+      return NaN
+    }
+  }
+  return ticks / TICKS_PER_SECOND
+}
+
 function percentile(p: number): number {
   const total = latencies.reduce((sum, n) => sum + n, 0)
   let seen = 0
@@ -71,12 +94,15 @@ function percentile(p: number): number {
 const sockets = Array.from({ length: Number(connections) }, () => connect(Number(port), '127.0.0.1'))
 sockets.forEach((socket) => socket.setNoDelay(true).once('connect', () => drive(socket)))
 setTimeout(() => {
+  const pids = serverPids.split(',').filter((pid) => pid !== '')
+  const cpuAtStart = cpuSeconds(pids)
   measuring = true
   const started = process.hrtime.bigint()
   setTimeout(() => {
     measuring = false
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
-    process.stdout.write(`${JSON.stringify({ rps: completed / seconds, requests: completed, p50Us: percentile(0.5), p99Us: percentile(0.99), errors })}\n`)
+    const cpuUsPerRequest = ((cpuSeconds(pids) - cpuAtStart) * 1e6) / completed
+    process.stdout.write(`${JSON.stringify({ rps: completed / seconds, requests: completed, p50Us: percentile(0.5), p99Us: percentile(0.99), cpuUsPerRequest, errors })}\n`)
     for (const socket of sockets) socket.destroy()
     process.exit(0)
   }, Number(durationMs))

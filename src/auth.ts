@@ -12,7 +12,6 @@ export type AuthResult = { ok: true; keyId: string } | { ok: false; reason: Auth
 
 const MISSING: AuthResult = Object.freeze({ ok: false, reason: 'missing' })
 const INVALID: AuthResult = Object.freeze({ ok: false, reason: 'invalid' })
-const BEARER = /^bearer /i
 
 /**
  * The presented credential: the first header present of `Authorization: <key>`,
@@ -22,7 +21,7 @@ const BEARER = /^bearer /i
 export function extractCredential(headers: IncomingHttpHeaders): string | undefined {
   const authorization = headers.authorization
   if (authorization) {
-    if (!BEARER.test(authorization)) return authorization
+    if (!isBearer(authorization)) return authorization
     let start = 7
     while (authorization.charCodeAt(start) === 32) start++
     return authorization.slice(start)
@@ -32,11 +31,25 @@ export function extractCredential(headers: IncomingHttpHeaders): string | undefi
   return typeof apiKey === 'string' && apiKey !== '' ? apiKey : undefined
 }
 
-/** Verifies the request's credential: `{ ok: true, keyId }` or `{ ok: false, reason }`. Never throws. */
-export function authenticate(keys: KeyStore, req: IncomingMessage, now = Date.now()): AuthResult {
+const BEARER = 'bearer'
+
+/** True when `value` starts with the scheme `Bearer` in any case and a space (RFC 9110: schemes are case-insensitive). */
+function isBearer(value: string): boolean {
+  if (value.charCodeAt(BEARER.length) !== 32) return false
+  // ORing 0x20 lowercases an ASCII letter; no other character becomes one of these lowercase letters.
+  for (let i = 0; i < BEARER.length; i++) if ((value.charCodeAt(i) | 0x20) !== BEARER.charCodeAt(i)) return false
+  return true
+}
+
+/**
+ * Verifies the request's credential: `{ ok: true, keyId }` or `{ ok: false, reason }`. Never throws.
+ * `nowMs` is read from the clock only for a key that expires.
+ */
+export function authenticate(keys: KeyStore, req: IncomingMessage, nowMs?: number): AuthResult {
   const credential = extractCredential(req.headers)
   if (credential === undefined) return MISSING
   const record = keys.lookup(credential)
   if (record === undefined) return INVALID
-  return record.expiresAtMs > now ? { ok: true, keyId: record.id } : { ok: false, reason: 'expired', keyId: record.id }
+  if (record.expiresAtMs === Infinity || record.expiresAtMs > (nowMs ?? Date.now())) return { ok: true, keyId: record.id }
+  return { ok: false, reason: 'expired', keyId: record.id }
 }

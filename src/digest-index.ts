@@ -4,21 +4,15 @@
  * digests misses the CPU caches where one of a single digest hits them, which made lookup time
  * tell (roughly) how many keys are loaded. Pure: no I/O.
  */
-import { timingSafeEqual } from 'node:crypto'
-
 const SLOTS_PER_BUCKET = 8 // (tag, row) pairs of int32: a bucket is one 64-byte cache line
 const INTS_PER_BUCKET = SLOTS_PER_BUCKET * 2
 const MIN_BUCKETS = 1 << 15 // 2 MiB of table: room for about 150,000 keys before it grows
 const MIN_ROWS = 1 << 17 // 4 MiB of rows: digests first, filler after
 const DIGEST_BYTES = 32
+const WORDS_PER_DIGEST = DIGEST_BYTES / 4
 const EMPTY = -1
 // Filler rows are written, not left as zero pages: untouched pages all map to one cached page.
-const FILLER_BYTE = 0x5a
-
-// Scratch buffers for timingSafeEqual, written in place so that a lookup allocates nothing.
-// Safe to share: a lookup runs start to end without yielding.
-const PRESENTED = Buffer.alloc(DIGEST_BYTES)
-const CANDIDATE = Buffer.alloc(DIGEST_BYTES)
+const FILLER_WORD = 0x5a5a5a5a
 
 export interface DigestIndex {
   /** The position of `digest` (32 latin1 characters) in the list given, or -1; always the same work. */
@@ -43,9 +37,9 @@ class FixedFootprintIndex implements DigestIndex {
   constructor(
     private readonly buckets: Int32Array,
     private readonly mask: number,
-    private readonly rows: Buffer,
+    private readonly rows: Int32Array,
   ) {
-    this.rowCount = rows.length / DIGEST_BYTES
+    this.rowCount = rows.length / WORDS_PER_DIGEST
   }
 
   find(digest: string): number {
@@ -61,11 +55,19 @@ class FixedFootprintIndex implements DigestIndex {
     }
     // A miss reads a row as well, one the digest picks: the same kind of memory access as a hit.
     const row = found === EMPTY ? word(digest, 12) % this.rowCount : found
-    this.rows.copy(CANDIDATE, 0, row * DIGEST_BYTES, (row + 1) * DIGEST_BYTES)
-    PRESENTED.write(digest, 0, 'latin1')
-    // Both sides are always 32 bytes: timingSafeEqual cannot throw and leaks no length.
-    return timingSafeEqual(PRESENTED, CANDIDATE) && found !== EMPTY ? found : EMPTY
+    return sameDigest(this.rows, row * WORDS_PER_DIGEST, digest) && found !== EMPTY ? found : EMPTY
   }
+}
+
+/**
+ * Whether the row at `at` holds `digest`: all eight words are compared, whatever differs, and
+ * the differences are ORed together, so the time says nothing about where they differ. (The
+ * same as timingSafeEqual, without copying both sides into buffers first.)
+ */
+function sameDigest(rows: Int32Array, at: number, digest: string): boolean {
+  let difference = 0
+  for (let i = 0; i < WORDS_PER_DIGEST; i++) difference |= (rows[at + i] as number) ^ word(digest, i * 4)
+  return difference === 0
 }
 
 /** Four bytes of a digest string as an unsigned integer. */
@@ -99,8 +101,11 @@ function freeSlot(table: Int32Array, bucket: number): number {
   return EMPTY
 }
 
-function fillRows(digests: readonly string[]): Buffer {
-  const rows = Buffer.alloc(Math.max(MIN_ROWS, digests.length) * DIGEST_BYTES, FILLER_BYTE)
-  digests.forEach((digest, row) => rows.write(digest, row * DIGEST_BYTES, DIGEST_BYTES, 'latin1'))
+/** The digests as rows of eight words (as `word` reads them, so byte order does not matter), then filler rows. */
+function fillRows(digests: readonly string[]): Int32Array {
+  const rows = new Int32Array(Math.max(MIN_ROWS, digests.length) * WORDS_PER_DIGEST).fill(FILLER_WORD)
+  digests.forEach((digest, row) => {
+    for (let i = 0; i < WORDS_PER_DIGEST; i++) rows[row * WORDS_PER_DIGEST + i] = word(digest, i * 4)
+  })
   return rows
 }

@@ -40,7 +40,6 @@ export function createHandler(options: HandlerOptions): Handler {
   const localSnapshot = () => metrics.snapshot()
   const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot)
   const logging = log.enabled('info')
-  const needsClient = logging || throttle !== undefined
 
   /** Counts and logs one answered request. */
   const finish = (req: IncomingMessage, res: ServerResponse, path: string, routeIndex: number, startedMs: number, context: Context, outcome?: Outcome) => {
@@ -65,7 +64,7 @@ export function createHandler(options: HandlerOptions): Handler {
     const path = pathnameOf(req.url)
     const entry = routes.get(path)
     if (entry === undefined && next !== undefined) return next()
-    const context: Context = { requestId: requestIdOf(req), client: needsClient ? clientAddressOf(req, trustProxy) : '' }
+    const context = new RequestContext(requestIdOf(req), req, trustProxy)
     if (!hasUnreadBody(req)) return dispatch(req, res, entry, path, startedMs, context)
     discardBody(
       req,
@@ -75,6 +74,22 @@ export function createHandler(options: HandlerOptions): Handler {
         finish(req, res, path, entry?.index ?? OTHER_ROUTE, startedMs, context)
       },
     )
+  }
+}
+
+/** What a route needs beyond `req`; the client's address is worked out only if something asks for it. */
+class RequestContext implements Context {
+  private address: string | undefined
+
+  constructor(
+    readonly requestId: string,
+    private readonly req: IncomingMessage,
+    private readonly trustProxy: number,
+  ) {}
+
+  get client(): string {
+    this.address ??= clientAddressOf(this.req, this.trustProxy)
+    return this.address
   }
 }
 

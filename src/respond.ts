@@ -1,5 +1,5 @@
 /** JSON responses written by hand: body buffers and header blocks are built once, at startup. */
-import { randomUUID } from 'node:crypto'
+import { randomFillSync } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 
@@ -36,7 +36,25 @@ export function createEmptyReply(status: number, extraHeaders: readonly string[]
 /** The client's `X-Request-Id` when it is 1-128 chars of `[A-Za-z0-9._-]`, otherwise a fresh one. */
 export function requestIdOf(req: IncomingMessage): string {
   const given = req.headers['x-request-id']
-  return typeof given === 'string' && SAFE_REQUEST_ID.test(given) ? given : randomUUID()
+  return typeof given === 'string' && SAFE_REQUEST_ID.test(given) ? given : freshRequestId()
+}
+
+const ID_BYTES = 16
+// Random bytes are drawn 4 KiB at a time: one system call per 256 ids.
+const idPool = Buffer.allocUnsafeSlow(ID_BYTES * 256)
+let idPoolAt = idPool.length
+
+/**
+ * 32 hex characters from 16 random bytes, like nginx's `$request_id`: as unguessable as a UUID,
+ * and about half the cost of `randomUUID()` (one flat string instead of one built from pieces).
+ */
+export function freshRequestId(): string {
+  if (idPoolAt === idPool.length) {
+    randomFillSync(idPool)
+    idPoolAt = 0
+  }
+  idPoolAt += ID_BYTES
+  return idPool.toString('hex', idPoolAt - ID_BYTES, idPoolAt)
 }
 
 /** Writes `reply` in one `writeHead`; HEAD gets the headers and no body. */
@@ -83,7 +101,7 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
     `content-length: ${body.length}`,
     'cache-control: no-store',
     'x-content-type-options: nosniff',
-    `x-request-id: ${randomUUID()}`,
+    `x-request-id: ${freshRequestId()}`,
     'connection: close',
   ]
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy())

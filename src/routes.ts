@@ -30,8 +30,9 @@ export const REPLY = {
 
 /** What a route needs to know about the request beyond `req`. */
 export interface Context {
-  requestId: string
-  client: string
+  readonly requestId: string
+  /** The client's address (see `clientAddressOf`). */
+  readonly client: string
 }
 
 /** A route answers the request and returns the authentication outcome, if it needed a key. */
@@ -50,19 +51,20 @@ export function createRoutes(
   localSnapshot: () => MetricsSnapshot,
 ): Map<string, RouteEntry> {
   /** Throttle check, then key check; sends the 429 or 401 itself. */
-  const checkKey = (req: IncomingMessage, res: ServerResponse, { requestId, client }: Context): Outcome => {
-    const now = Date.now()
-    const throttleKey = throttle === undefined ? '' : throttleKeyOf(client)
-    const waitS = throttle === undefined ? 0 : throttle.retryAfterS(throttleKey, now)
-    if (waitS > 0) {
-      sendReply(req, res, REPLY.throttled, requestId, ['retry-after', String(waitS)])
-      return THROTTLED
+  const checkKey = (req: IncomingMessage, res: ServerResponse, context: Context): Outcome => {
+    // While no client has failed, nobody is blocked: no need to find out who this client is.
+    if (throttle !== undefined && throttle.size > 0) {
+      const waitS = throttle.retryAfterS(throttleKeyOf(context.client), Date.now())
+      if (waitS > 0) {
+        sendReply(req, res, REPLY.throttled, context.requestId, ['retry-after', String(waitS)])
+        return THROTTLED
+      }
     }
-    const auth = authenticate(keys, req, now)
+    const auth = authenticate(keys, req)
     if (!auth.ok) {
       // A request without any credential guesses nothing: only wrong and expired keys count.
-      if (throttle !== undefined && auth.reason !== 'missing') throttle.recordFailure(throttleKey, now)
-      sendReply(req, res, auth.reason === 'missing' ? REPLY.noCredential : REPLY.badCredential, requestId)
+      if (throttle !== undefined && auth.reason !== 'missing') throttle.recordFailure(throttleKeyOf(context.client), Date.now())
+      sendReply(req, res, auth.reason === 'missing' ? REPLY.noCredential : REPLY.badCredential, context.requestId)
     }
     return auth
   }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import { freshRequestId } from '../dist/respond.js'
 import { TEST_KEY, rawRequest, startKeygate } from './helpers.js'
 
 const JSON_TYPE = 'application/json; charset=utf-8'
@@ -183,9 +184,15 @@ for (const [name, id] of [
     const res = await fetch(`${await startKeygate(t)}/healthz`, { headers: { 'x-request-id': id } })
     const given = res.headers.get('x-request-id') ?? ''
     assert.notEqual(given, id)
-    assert.match(given, /^[0-9a-f-]{36}$/)
+    assert.match(given, /^[0-9a-f]{32}$/)
   })
 }
+
+test('fresh request ids are 32 hex characters, all different, also across refills of the random pool', () => {
+  const ids = Array.from({ length: 1000 }, freshRequestId)
+  for (const id of ids) assert.match(id, /^[0-9a-f]{32}$/)
+  assert.equal(new Set(ids).size, ids.length)
+})
 
 test('fresh request ids differ between requests', async (t) => {
   const base = await startKeygate(t)
