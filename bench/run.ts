@@ -11,7 +11,7 @@ import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { runTimingCheck } from './timing.js'
+import { DEFAULT_BATCHES, runTimingCheck } from './timing.js'
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url))
 const KEYGATE = here('../dist/server.js')
@@ -28,6 +28,7 @@ const { values: flags } = parseArgs({
     warmup: { type: 'string' },
     rounds: { type: 'string' },
     samples: { type: 'string' },
+    batches: { type: 'string' },
     json: { type: 'string' },
     only: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
@@ -297,7 +298,7 @@ function markdown(result: Awaited<ReturnType<typeof runLoadBenchmark>>): string 
 }
 
 if (flags.timing) {
-  const result = runTimingCheck(Number(flags.samples ?? 1_000_000))
+  const result = runTimingCheck(Number(flags.samples ?? 1_000_000), Number(flags.batches ?? DEFAULT_BATCHES))
   process.stdout.write(result.markdown)
   if (flags.json) writeFileSync(flags.json, JSON.stringify(result.json, null, 2))
   process.exitCode = result.pass ? 0 : 1

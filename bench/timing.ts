@@ -3,138 +3,212 @@
  * credentials, randomly interleaved, each call timed; Welch's t statistic between the classes
  * says whether the time depends on the class. |t| < 4.5 passes. The same check on a naive `===`
  * comparison of raw strings must fail, which shows the check can see a leak.
+ *
+ * The samples are taken in batches, each in a fresh process with a fresh key, stores and
+ * credentials. Within one process, where the stores, the credential strings and the compiled
+ * code happen to sit in memory is fixed, and it moves timings by a nanosecond or so, one way in
+ * one process and the other way in the next (measured: a store against an identical copy of
+ * itself differs by as much). With one process that offset would be tied to a class for the
+ * whole run and pass for a leak; over many processes it is noise like any other, and what is
+ * left is what depends on the classes.
+ *
+ *   node timing.js --batch PAIR VERIFIER SAMPLES   one batch: prints the two classes' sums as JSON
  */
+import { spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { randomBytes } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
 import { authenticate } from '../dist/auth.js'
 import { createKeyStore, type KeyStore } from '../dist/keys.js'
 
 const T_THRESHOLD = 4.5
-const WARMUP_CALLS = 50_000
-// Samples above this percentile of both classes together are dropped: interrupts and GC pauses.
+const WARMUP_CALLS = 20_000 // per batch
+export const DEFAULT_BATCHES = 40
+// Within a batch, samples above this percentile of both classes together are dropped: interrupts and GC pauses.
 const CROP_PERCENTILE = 0.95
+const KEY_LENGTH = 512
+const OTHER_KEYS = 100_000
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
 
 type StoreIndex = 0 | 1 | 2
 /** A class: credentials drawn at random from a pool (so no single value's hash bucket decides), and a store. */
 type Input = [pool: string[], store: StoreIndex]
-type Verify = (credential: string, store: StoreIndex) => boolean
 
-/** A fresh, flat string of `length` random base62-ish characters. */
-function randomKey(length: number): string {
-  return randomBytes(length).toString('base64').replace(/[+/=]/g, 'x').slice(0, length).padEnd(length, 'y')
-}
-
-const flat = (s: string) => Buffer.from(s).toString() // no rope: a real request's header string
-
-/** Welch's t statistic and the difference of the means (in the unit of the samples). */
-function welch(a: Float64Array, b: Float64Array): { t: number; difference: number } {
-  const stats = (xs: Float64Array) => {
-    let mean = 0
-    for (const x of xs) mean += x
-    mean /= xs.length
-    let variance = 0
-    for (const x of xs) variance += (x - mean) ** 2
-    return { mean, variance: variance / (xs.length - 1), n: xs.length }
-  }
-  const x = stats(a)
-  const y = stats(b)
-  return { t: (x.mean - y.mean) / Math.sqrt(x.variance / x.n + y.variance / y.n), difference: x.mean - y.mean }
-}
-
-function crop(a: Float64Array, b: Float64Array): [Float64Array, Float64Array] {
-  const all = new Float64Array(a.length + b.length)
-  all.set(a)
-  all.set(b, a.length)
-  all.sort()
-  const limit = all[Math.floor(all.length * CROP_PERCENTILE)] as number
-  return [a.filter((x) => x <= limit), b.filter((x) => x <= limit)]
-}
-
-/** Times `samples` calls per class in random order; returns |t| and |difference| (ns) after cropping outliers. */
-function measure(verify: Verify, inputs: [Input, Input], samples: number): { t: number; ns: number } {
-  const pick = (pool: string[]) => pool[Math.floor(Math.random() * pool.length)] as string
-  for (let i = 0; i < WARMUP_CALLS; i++) {
-    const [pool, store] = inputs[(i & 1) as 0 | 1]
-    verify(pick(pool), store)
-  }
-  const times: [Float64Array, Float64Array] = [new Float64Array(samples), new Float64Array(samples)]
-  const filled = [0, 0]
-  let sink = 0
-  while ((filled[0] as number) < samples || (filled[1] as number) < samples) {
-    let which: 0 | 1 = Math.random() < 0.5 ? 0 : 1
-    if ((filled[which] as number) >= samples) which = which === 0 ? 1 : 0
-    const [pool, store] = inputs[which]
-    const credential = pick(pool)
-    const started = performance.now()
-    if (verify(credential, store)) sink++
-    const elapsed = performance.now() - started
-    const slot = filled[which] as number
-    times[which][slot] = elapsed
-    filled[which] = slot + 1
-  }
-  if (sink !== 0) throw new Error('a wrong credential was accepted')
-  const { t, difference } = welch(...crop(times[0], times[1]))
-  return { t: Number(Math.abs(t).toFixed(2)), ns: Number(Math.abs(difference * 1e6).toFixed(1)) }
+/** What one batch measures against: a fresh key, stores built from it and pools of wrong credentials. */
+interface World {
+  /** 0: the 512-character key alone; 1: it and 100,000 others (only when asked for); 2: a 16-character key alone. */
+  stores: [KeyStore, KeyStore | undefined, KeyStore]
+  /** The same keys as plain strings, for the naive comparison. */
+  naiveKeys: [string[], string[], string[]]
+  /** Every wrong last character of the key. */
+  lastDiffers: string[]
+  /** As many credentials of the key's length that differ from it at every position. */
+  noneShared: string[]
 }
 
 interface Pair {
   name: string
   /** Whether keygate must pass it (false: the difference is the caller's own input, shown for information). */
   judged: boolean
-  inputs: [Input, Input]
+  /** Whether the batch needs the store of 100,000 keys (slow to build, so only when used). */
+  needsManyKeys: boolean
+  inputs: (world: World) => [Input, Input]
 }
 
-/** Runs every pair against keygate and against a naive comparison; `pass` when keygate passes and naive fails. */
-export function runTimingCheck(samples: number) {
-  const KEY_LENGTH = 512
+const flat = (s: string) => Buffer.from(s).toString() // no rope: a real request's header string
+
+const PAIRS: Pair[] = [
+  { name: 'all but the last character right vs none right', judged: true, needsManyKeys: false, inputs: (w) => [[w.lastDiffers, 0], [w.noneShared, 0]] },
+  { name: 'a 512-character key loaded vs a 16-character key (same credentials)', judged: true, needsManyKeys: false, inputs: (w) => [[w.lastDiffers, 0], [w.lastDiffers, 2]] },
+  { name: '1 key loaded vs 100,000 (same credentials)', judged: true, needsManyKeys: true, inputs: (w) => [[w.noneShared, 0], [w.noneShared, 1]] },
+  { name: 'a 1-character vs a 4000-character credential', judged: false, needsManyKeys: false, inputs: () => [[['x'], 0], [[flat('x'.repeat(4000))], 0]] },
+]
+
+type Verify = (world: World, credential: string, store: StoreIndex) => boolean
+
+const request = { headers: { authorization: '' } } as unknown as IncomingMessage
+const VERIFIERS: Record<'keygate' | 'naive', Verify> = {
+  keygate: (world, credential, store) => {
+    request.headers.authorization = credential
+    return authenticate(world.stores[store] as KeyStore, request).ok
+  },
+  naive: (world, credential, store) => {
+    for (const candidate of world.naiveKeys[store]) if (credential === candidate) return true
+    return false
+  },
+}
+
+/** A fresh, flat string of `length` random base62-ish characters. */
+function randomKey(length: number): string {
+  return randomBytes(length).toString('base64').replace(/[+/=]/g, 'x').slice(0, length).padEnd(length, 'y')
+}
+
+function buildWorld(needsManyKeys: boolean): World {
+  const otherThan = (c: string) => ALPHABET.replace(c, '')
   const key = flat(randomKey(KEY_LENGTH))
   const shortKey = flat(randomKey(16))
-  const others = Array.from({ length: 100_000 }, () => randomKey(KEY_LENGTH))
-  // 0: the 512-character key alone; 1: it and 100,000 others; 2: a 16-character key alone.
-  const stores: [KeyStore, KeyStore, KeyStore] = [
-    createKeyStore([{ id: 'real', key }]),
-    createKeyStore([{ id: 'real', key }, ...others.map((k, i) => ({ id: `k${i}`, key: k }))]),
-    createKeyStore([{ id: 'short', key: shortKey }]),
-  ]
-  const naiveKeys: [string[], string[], string[]] = [[key], [key, ...others], [shortKey]]
-  const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
-  const otherThan = (c: string) => ALPHABET.replace(c, '')
+  const others = needsManyKeys ? Array.from({ length: OTHER_KEYS }, () => randomKey(KEY_LENGTH)) : []
   // Every wrong last character, and as many credentials that differ from the key at every position:
   // pools of one size, so that both classes touch the same amount of memory.
   const lastDiffers = Array.from(otherThan(key.at(-1) ?? ''), (c) => flat(key.slice(0, -1) + c))
-  const noneShared = Array.from(lastDiffers, () =>
-    flat(Array.from(key, (c) => otherThan(c)[Math.floor(Math.random() * 61)]).join('')))
-  const pairs: Pair[] = [
-    { name: 'all but the last character right vs none right', judged: true, inputs: [[lastDiffers, 0], [noneShared, 0]] },
-    { name: 'a 512-character key loaded vs a 16-character key (same credentials)', judged: true, inputs: [[lastDiffers, 0], [lastDiffers, 2]] },
-    { name: '1 key loaded vs 100,000 (same credentials)', judged: true, inputs: [[noneShared, 0], [noneShared, 1]] },
-    { name: 'a 1-character vs a 4000-character credential', judged: false, inputs: [[['x'], 0], [[flat('x'.repeat(4000))], 0]] },
-  ]
-  const request = { headers: { authorization: '' } } as unknown as IncomingMessage
-  const keygate: Verify = (credential, store) => {
-    request.headers.authorization = credential
-    return authenticate(stores[store], request).ok
+  const noneShared = Array.from(lastDiffers, () => flat(Array.from(key, (c) => otherThan(c)[Math.floor(Math.random() * 61)] as string).join('')))
+  return {
+    stores: [
+      createKeyStore([{ id: 'real', key }]),
+      needsManyKeys ? createKeyStore([{ id: 'real', key }, ...others.map((k, i) => ({ id: `k${i}`, key: k }))]) : undefined,
+      createKeyStore([{ id: 'short', key: shortKey }]),
+    ],
+    naiveKeys: [[key], [key, ...others], [shortKey]],
+    lastDiffers,
+    noneShared,
   }
-  const naive: Verify = (credential, store) => {
-    for (const candidate of naiveKeys[store]) if (credential === candidate) return true
-    return false
+}
+
+/** Per class: samples kept, their sum and sum of squares (ns). */
+interface BatchStats {
+  n: [number, number]
+  sum: [number, number]
+  sumOfSquares: [number, number]
+}
+
+/** One batch, in this process: times `samples` calls per class in random order, drops the slowest. */
+function measureBatch(verify: Verify, pair: Pair, samples: number): BatchStats {
+  const world = buildWorld(pair.needsManyKeys)
+  const inputs = pair.inputs(world)
+  const pick = (pool: string[]) => pool[Math.floor(Math.random() * pool.length)] as string
+  // Enough calls for the JIT to settle, but no more than the batch measures (the naive 100,000-key loop is slow).
+  for (let i = 0, warmup = Math.min(WARMUP_CALLS, 2 * samples); i < warmup; i++) {
+    const [pool, store] = inputs[(i & 1) as 0 | 1]
+    verify(world, pick(pool), store)
   }
-  const rows = pairs.map((pair) => {
-    const keygateResult = measure(keygate, pair.inputs, samples)
+  const times: [Float64Array, Float64Array] = [new Float64Array(samples), new Float64Array(samples)]
+  const filled = [0, 0]
+  let accepted = 0
+  while ((filled[0] as number) < samples || (filled[1] as number) < samples) {
+    let which: 0 | 1 = Math.random() < 0.5 ? 0 : 1
+    if ((filled[which] as number) >= samples) which = which === 0 ? 1 : 0
+    const [pool, store] = inputs[which]
+    const credential = pick(pool)
+    const started = performance.now()
+    if (verify(world, credential, store)) accepted++
+    const elapsed = performance.now() - started
+    const slot = filled[which] as number
+    times[which][slot] = elapsed * 1e6
+    filled[which] = slot + 1
+  }
+  if (accepted !== 0) throw new Error('a wrong credential was accepted')
+  const all = Float64Array.from([...times[0], ...times[1]]).sort()
+  const limit = all[Math.floor(all.length * CROP_PERCENTILE)] as number
+  const stats: BatchStats = { n: [0, 0], sum: [0, 0], sumOfSquares: [0, 0] }
+  for (const which of [0, 1] as const) {
+    for (const ns of times[which]) {
+      if (ns > limit) continue
+      stats.n[which] += 1
+      stats.sum[which] += ns
+      stats.sumOfSquares[which] += ns * ns
+    }
+  }
+  return stats
+}
+
+/** Welch's t statistic and the difference of the means (ns), from the classes' totals over all batches. */
+function welch(total: BatchStats): { t: number; difference: number } {
+  const [mean0, mean1] = [0, 1].map((i) => (total.sum[i] as number) / (total.n[i] as number)) as [number, number]
+  const [var0, var1] = [0, 1].map((i) => {
+    const n = total.n[i] as number
+    const mean = i === 0 ? mean0 : mean1
+    return ((total.sumOfSquares[i] as number) - n * mean * mean) / (n - 1)
+  }) as [number, number]
+  return { t: (mean0 - mean1) / Math.sqrt(var0 / total.n[0] + var1 / total.n[1]), difference: mean0 - mean1 }
+}
+
+/** Runs `batches` batches of one pair and verifier, each in a fresh process; |t| and |difference| (ns). */
+function measure(pairIndex: number, verifier: keyof typeof VERIFIERS, samples: number, batches: number): { t: number; ns: number } {
+  const total: BatchStats = { n: [0, 0], sum: [0, 0], sumOfSquares: [0, 0] }
+  const perBatch = Math.ceil(samples / batches)
+  for (let batch = 0; batch < batches; batch++) {
+    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--batch', String(pairIndex), verifier, String(perBatch)], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    if (child.status !== 0) throw new Error(`timing batch failed (exit ${child.status})`)
+    const stats = JSON.parse(child.stdout) as BatchStats
+    for (const i of [0, 1] as const) {
+      total.n[i] += stats.n[i]
+      total.sum[i] += stats.sum[i]
+      total.sumOfSquares[i] += stats.sumOfSquares[i]
+    }
+  }
+  const { t, difference } = welch(total)
+  return { t: Number(Math.abs(t).toFixed(2)), ns: Number(Math.abs(difference).toFixed(1)) }
+}
+
+/** Runs every pair against keygate and against a naive comparison; `pass` when keygate passes and naive fails. */
+export function runTimingCheck(samples: number, batches = DEFAULT_BATCHES) {
+  const rows = PAIRS.map((pair, pairIndex) => {
+    const keygateResult = measure(pairIndex, 'keygate', samples, batches)
     // The naive check's leaks are large (and its 100,000-key loop slow): a hundredth of the samples shows them.
-    const naiveResult = measure(naive, pair.inputs, Math.max(1000, Math.floor(samples / 100)))
+    const naiveResult = measure(pairIndex, 'naive', Math.max(1000, Math.floor(samples / 100)), Math.min(batches, 4))
     return { pair: pair.name, judged: pair.judged, keygateT: keygateResult.t, keygateNs: keygateResult.ns, naiveT: naiveResult.t, naiveNs: naiveResult.ns }
   })
   const judged = rows.filter((row) => row.judged)
   const pass = judged.every((row) => row.keygateT < T_THRESHOLD) && judged.every((row) => row.naiveT >= T_THRESHOLD)
   const markdown = [
-    `Timing-leak check: ${samples.toLocaleString('en')} samples per class, classes interleaved at random, slowest ${Math.round((1 - CROP_PERCENTILE) * 100)} % cropped; |t| < ${T_THRESHOLD} means no detectable difference.`,
+    `Timing-leak check: ${samples.toLocaleString('en')} samples per class in ${batches} batches (each a fresh process with a fresh key, stores and credentials), classes interleaved at random, slowest ${Math.round((1 - CROP_PERCENTILE) * 100)} % of each batch cropped; |t| < ${T_THRESHOLD} means no detectable difference.`,
     '',
     '| classes compared | keygate \\|t\\| | keygate difference | naive `===` \\|t\\| | naive difference | |',
     '|---|---:|---:|---:|---:|---|',
     ...rows.map((r) => `| ${r.pair} | ${r.keygateT} | ${r.keygateNs} ns | ${r.naiveT} | ${r.naiveNs} ns | ${!r.judged ? 'information: the cost of hashing the caller\'s own input' : r.keygateT < T_THRESHOLD && r.naiveT >= T_THRESHOLD ? 'pass (keygate constant, naive leaks)' : '**FAIL**'} |`),
     '',
   ].join('\n')
-  return { pass, markdown, json: { samples, threshold: T_THRESHOLD, rows, pass } }
+  return { pass, markdown, json: { samples, batches, threshold: T_THRESHOLD, rows, pass } }
+}
+
+if (process.argv[2] === '--batch') {
+  const [pairIndex, verifier, samples] = process.argv.slice(3)
+  const pair = PAIRS[Number(pairIndex)]
+  const verify = VERIFIERS[verifier as keyof typeof VERIFIERS]
+  if (pair === undefined || verify === undefined) throw new Error('usage: timing.js --batch PAIR keygate|naive SAMPLES')
+  process.stdout.write(JSON.stringify(measureBatch(verify, pair, Number(samples))))
 }
