@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { connect, type ConnectionOptions } from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import { test, type TestContext } from 'node:test'
-import { TEST_KEY, runNode, startServerProcess, waitFor } from './helpers.js'
+import { DIST_DIR, TEST_KEY, runNode, startServerProcess, waitFor } from './helpers.js'
 
 const fixture = (name: string) => fileURLToPath(new URL(`../test/fixtures/${name}`, import.meta.url))
 const CERT_A = fixture('test-only-a.cert.pem')
@@ -105,4 +105,14 @@ test('a private key file that is not PEM: exit 1 naming TLS_KEY_FILE', async (t)
   const child = runNode(t, { PORT: '0', API_KEY: TEST_KEY, TLS_CERT_FILE: CERT_A, TLS_KEY_FILE: keyFile })
   assert.equal(await child.exited, 1)
   assert.match(child.stderr(), /^keygate: TLS_KEY_FILE \S+: not a PEM private key/)
+})
+
+test('dist/server.js is one file: with TLS and two workers it runs next to nothing but its package.json', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-bundle-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  for (const file of ['server.js', 'package.json']) copyFileSync(join(DIST_DIR, file), join(dir, file))
+  const env = { API_KEY: TEST_KEY, TLS_CERT_FILE: CERT_A, TLS_KEY_FILE: KEY_A, WORKERS: '2' }
+  const { url } = await startServerProcess(t, env, join(dir, 'server.js'), dir)
+  assert.match(url, /^https:/)
+  assert.deepEqual(await httpsGet(url, '/data', { authorization: TEST_KEY }), { status: 200, body: '{"message":"Here is your data"}' })
 })
