@@ -61,8 +61,11 @@ export function createHandler(options: HandlerOptions): Handler {
 
   return function keygate(req, res, next) {
     const startedMs = performance.now()
-    const path = pathnameOf(req.url)
-    const entry = routes.get(path)
+    // The usual target is a bare path: look it up as it is before taking it apart.
+    const target = req.url ?? '/'
+    let path = target
+    let entry = routes(target)
+    if (entry === undefined) entry = routes((path = pathnameOf(target)))
     if (entry === undefined && next !== undefined) return next()
     const context = new RequestContext(requestIdOf(req), req, trustProxy)
     if (!hasUnreadBody(req)) return dispatch(req, res, entry, path, startedMs, context)
@@ -118,7 +121,7 @@ function validateOptions(options: HandlerOptions): HandlerOptions {
 }
 
 /** The path of the request target, without the query; absolute-form targets are accepted too. */
-function pathnameOf(url = '/'): string {
+function pathnameOf(url: string): string {
   if (url.charCodeAt(0) === 47 /* "/" */) {
     const query = url.indexOf('?')
     return query === -1 ? url : url.slice(0, query)
