@@ -37,9 +37,9 @@ const { values: flags } = parseArgs({
 })
 const settings = {
   connections: Number(flags.connections ?? 50),
-  durationMs: Number(flags.duration ?? (flags.quick ? 1 : 5)) * 1000,
+  durationMs: Number(flags.duration ?? (flags.quick ? 1 : 4)) * 1000,
   warmupMs: Number(flags.warmup ?? (flags.quick ? 0.3 : 2)) * 1000,
-  rounds: Number(flags.rounds ?? (flags.quick ? 1 : 5)),
+  rounds: Number(flags.rounds ?? (flags.quick ? 1 : 7)),
 }
 
 interface Case {
@@ -201,7 +201,8 @@ async function runLoadBenchmark() {
     const all = cases(makeKeysFile(dir)).filter((c) => !wanted || wanted.some((word) => c.name.toLowerCase().includes(word)))
     const runs = new Map<string, Array<Run & { startupMs: number }>>(all.map((c) => [c.name, []]))
     for (let round = 1; round <= settings.rounds; round++) {
-      for (const c of all) {
+      // A new order each round: drift within a round then favours no case over another.
+      for (const c of shuffled(all)) {
         const run = await measure(c, dir)
         runs.get(c.name)?.push(run)
         process.stderr.write(`round ${round}/${settings.rounds}  ${c.name.padEnd(42)} ${Math.round(run.rps).toString().padStart(7)} req/s\n`)
@@ -211,6 +212,16 @@ async function runLoadBenchmark() {
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** A copy of `items` in random order (Fisher-Yates). */
+function shuffled<T>(items: readonly T[]): T[] {
+  const copy = [...items]
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[copy[i], copy[j]] = [copy[j] as T, copy[i] as T]
+  }
+  return copy
 }
 
 interface Comparison {

@@ -156,7 +156,7 @@ function logRequest(
     method: req.method,
     path: path.length > MAX_LOGGED_PATH ? path.slice(0, MAX_LOGGED_PATH) : path,
     status: res.statusCode,
-    ms: Math.round(ms * 1000) / 1000,
+    ms,
     keyId: outcome?.keyId,
     reason: outcome?.ok === false ? outcome.reason : undefined,
     client,

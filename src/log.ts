@@ -10,6 +10,7 @@ export interface AccessFields {
   method: string | undefined
   path: string
   status: number
+  /** Milliseconds; written with three decimals. */
   ms: number
   keyId: string | undefined
   reason: string | undefined
@@ -66,11 +67,20 @@ export function createLogger(options: LoggerOptions): Logger {
   const threshold = LOG_LEVELS.indexOf(options.level)
   const sink = createSink(options)
   const maxBufferBytes = options.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES
-  let buffer = ''
+  // Lines are kept apart and joined once per batch: appending to one string would build a rope
+  // of thousands of pieces, slower to flatten when the batch is written.
+  let lines: string[] = []
+  let buffered = 0 // characters in `lines`
   let dropped = 0
   let droppedSinceReport = 0
   let timer: NodeJS.Timeout | undefined
 
+  const takeBatch = (): string => {
+    const batch = lines.join('')
+    lines = []
+    buffered = 0
+    return batch
+  }
   const schedule = (): void => {
     if (timer !== undefined) return
     timer = setTimeout(drain, FLUSH_EVERY_MS)
@@ -79,27 +89,26 @@ export function createLogger(options: LoggerOptions): Logger {
   const drain = (): void => {
     clearTimeout(timer)
     timer = undefined
-    if (sink.busy() || buffer === '') return
+    if (sink.busy() || lines.length === 0) return
     if (droppedSinceReport > 0) {
-      buffer += lineOf('warn', 'log lines dropped: the destination could not keep up', { count: droppedSinceReport })
+      lines.push(lineOf('warn', 'log lines dropped: the destination could not keep up', { count: droppedSinceReport }))
       droppedSinceReport = 0
     }
-    const chunk = buffer
-    buffer = ''
-    sink.write(chunk, written)
+    sink.write(takeBatch(), written)
   }
   const written = (): void => {
-    if (buffer.length >= FLUSH_AT_BYTES) drain()
-    else if (buffer !== '') schedule()
+    if (buffered >= FLUSH_AT_BYTES) drain()
+    else if (lines.length > 0) schedule()
   }
   const append = (line: string): void => {
-    if (buffer.length + line.length > maxBufferBytes) {
+    if (buffered + line.length > maxBufferBytes) {
       dropped++
       droppedSinceReport++
       return
     }
-    buffer += line
-    if (buffer.length >= FLUSH_AT_BYTES && !sink.busy()) drain()
+    lines.push(line)
+    buffered += line.length
+    if (buffered >= FLUSH_AT_BYTES && !sink.busy()) drain()
     else schedule()
   }
   const base = options.base
@@ -120,9 +129,7 @@ export function createLogger(options: LoggerOptions): Logger {
       return dropped
     },
     flush() {
-      const chunk = buffer
-      buffer = ''
-      sink.flushSync(chunk)
+      sink.flushSync(takeBatch())
     },
   }
 }
@@ -136,13 +143,29 @@ function lineOf(level: LogLevel, msg: string, fields?: LogFields): string {
 
 function accessLineOf(f: AccessFields): string {
   // Hand-built, as this runs once per request. The method (an HTTP token Node checked), the client
-  // (an IP address) and the request id (checked or generated) need no escaping; the rest does.
-  let line = `{"time":"${isoNow()}","level":"info","msg":"request","method":"${f.method}","path":${JSON.stringify(f.path)},"status":${f.status},"ms":${f.ms}`
-  if (f.keyId !== undefined) line += `,"keyId":${JSON.stringify(f.keyId)}`
+  // (an IP address) and the request id (checked or generated) need no escaping; a key id or path
+  // of plain characters is quoted as it is, and anything else goes through JSON.stringify.
+  let line = `{"time":"${isoNow()}","level":"info","msg":"request","method":"${f.method}","path":${jsonString(f.path)},"status":${f.status},"ms":${millisecondsOf(f.ms)}`
+  if (f.keyId !== undefined) line += `,"keyId":${jsonString(f.keyId)}`
   if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
   if (f.originalMethod !== undefined) line += `,"originalMethod":${JSON.stringify(f.originalMethod)}`
   if (f.originalPath !== undefined) line += `,"originalPath":${JSON.stringify(f.originalPath)}`
   return `${line},"client":"${f.client}","requestId":"${f.requestId}"}\n`
+}
+
+// Printable ASCII but the quote and the backslash: JSON as it is.
+const PLAIN_JSON_TEXT = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/
+
+function jsonString(value: string): string {
+  return PLAIN_JSON_TEXT.test(value) ? `"${value}"` : JSON.stringify(value)
+}
+
+/** Milliseconds to three decimals, as JSON; from whole microseconds, cheaper than printing a double. */
+function millisecondsOf(ms: number): string {
+  const us = Math.round(ms * 1000)
+  const whole = Math.floor(us / 1000)
+  const fraction = us - whole * 1000
+  return `${whole}.${fraction < 10 ? '00' : fraction < 100 ? '0' : ''}${fraction}`
 }
 
 let cachedMs = 0

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { test, type TestContext } from 'node:test'
+import { createLogger } from '../dist/log.js'
 import { freePort, logLines, runNode, startServerProcess, waitFor } from './helpers.js'
 
 const KEY = 'operations-key-0123456789abcdef'
@@ -122,6 +123,30 @@ test('LOG_LEVEL=silent writes nothing at all, even while serving', async (t) => 
   child.process.kill('SIGTERM')
   assert.equal(await child.exited, 0)
   assert.equal(child.stdout() + child.stderr(), '')
+})
+
+test('access lines are valid JSON whatever the path and key id, with ms to three decimals', () => {
+  let written = ''
+  const log = createLogger({ level: 'info', write: (chunk) => (written += chunk) })
+  const cases = [
+    { path: '/data', keyId: 'ci-2026', ms: 0.0004, printed: '0.000' },
+    { path: '/a"b\\c', keyId: 'k', ms: 0.0125, printed: '0.013' },
+    { path: '/tab\there\u0001', keyId: 'odd"id', ms: 7, printed: '7.000' },
+    { path: '/\u00e9t\u00e9', keyId: 'k', ms: 1234.5678, printed: '1234.568' },
+  ]
+  for (const { path, keyId, ms } of cases) {
+    log.access({ method: 'GET', path, status: 200, ms, keyId, reason: undefined, client: '127.0.0.1', requestId: 'r1' })
+  }
+  log.flush()
+  const lines = written.trimEnd().split('\n')
+  assert.equal(lines.length, cases.length)
+  cases.forEach(({ path, keyId, printed }, i) => {
+    const line = lines[i] as string
+    const entry = JSON.parse(line)
+    assert.equal(entry.path, path)
+    assert.equal(entry.keyId, keyId)
+    assert.ok(line.includes(`"ms":${printed},`), line)
+  })
 })
 
 /** Runs `script` (ES module text) in a child with the logger, and returns its stdout and exit code. */
