@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
-import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
+import { Script } from 'node:vm'
 import { DIST_DIR, logLines, runNode, startServerProcess, waitFor } from './helpers.js'
 
 const STRONG_KEY = 's3cr3t-value-for-the-entry-point-test'
@@ -79,6 +80,12 @@ test('runs from a copy of dist/ alone, with no package.json or node_modules arou
   const res = await fetch(`${url}/data`, { headers: { authorization: STRONG_KEY } })
   assert.equal(res.status, 200)
   await res.arrayBuffer()
+})
+
+test('the V8 code cache built with dist/server-bundle.js is accepted by this Node', () => {
+  const file = join(DIST_DIR, 'server-bundle.js')
+  const script = new Script(readFileSync(file, 'utf8'), { filename: file, cachedData: readFileSync(join(DIST_DIR, 'server-bundle.cache')) })
+  assert.equal(script.cachedDataRejected, false)
 })
 
 const DATA_REQUEST = `GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${STRONG_KEY}\r\n`

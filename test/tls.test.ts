@@ -107,10 +107,10 @@ test('a private key file that is not PEM: exit 1 naming TLS_KEY_FILE', async (t)
   assert.match(child.stderr(), /^keygate: TLS_KEY_FILE \S+: not a PEM private key/)
 })
 
-test('dist/server.js is one file: with TLS and two workers it runs next to nothing but its package.json', async (t) => {
+test('dist/server.js and its bundle run alone: with TLS and two workers, next to nothing but package.json', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-bundle-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
-  for (const file of ['server.js', 'package.json']) copyFileSync(join(DIST_DIR, file), join(dir, file))
+  for (const file of ['server.js', 'server-bundle.js', 'server-bundle.cache', 'package.json']) copyFileSync(join(DIST_DIR, file), join(dir, file))
   const env = { API_KEY: TEST_KEY, TLS_CERT_FILE: CERT_A, TLS_KEY_FILE: KEY_A, WORKERS: '2' }
   const { url } = await startServerProcess(t, env, join(dir, 'server.js'), dir)
   assert.match(url, /^https:/)
