@@ -115,10 +115,13 @@ ${entry.text}
 
 const LOADER = `#!/usr/bin/env node
 ${MARK}: loads server-bundle.js with its V8 code cache. See there why.
-import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { Script } from 'node:vm';
 
+// Builtins through require(): an ES import of node:fs builds a module facade of all its exports,
+// which costs more than everything else this file does.
+const require = createRequire(import.meta.url);
+const { readFileSync } = require('node:fs');
+const { Script } = require('node:vm');
 const file = new URL('./server-bundle.js', import.meta.url);
 let cachedData;
 try {
@@ -127,7 +130,7 @@ try {
   // no cache: V8 compiles the script as it goes
 }
 const script = new Script(readFileSync(file, 'utf8'), { filename: file.pathname, cachedData });
-await script.runInThisContext()(createRequire(import.meta.url));
+await script.runInThisContext()(require);
 `
 
 writeFileSync(join(DIST, 'server-bundle.js'), body)
