@@ -31,3 +31,14 @@ test('a digest that differs in one byte is not found', () => {
   assert.equal(index.find(digest.slice(0, 31) + String.fromCharCode(last ^ 1)), -1)
   assert.equal(index.find(String.fromCharCode(digest.charCodeAt(0) ^ 1) + digest.slice(1)), -1)
 })
+
+test('zero bytes are nothing special: an all-zero digest or tag is found only when held', () => {
+  const zeros = '\0'.repeat(32)
+  const zeroTag = randomDigest().slice(0, 8) + '\0\0\0\0' + randomDigest().slice(12)
+  const other = randomDigest()
+  // Rows and slots no digest is in are zero: they must never pass for an all-zero digest.
+  assert.equal(createDigestIndex([other]).find(zeros), -1)
+  assert.equal(createDigestIndex([other]).find(zeroTag), -1)
+  const index = createDigestIndex([other, zeros, zeroTag])
+  assert.deepEqual([index.find(other), index.find(zeros), index.find(zeroTag)], [0, 1, 2])
+})
