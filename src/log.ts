@@ -10,7 +10,7 @@ export interface AccessFields {
   method: string | undefined
   path: string
   status: number
-  /** Milliseconds; written with three decimals. */
+  /** Milliseconds; written rounded to three decimals. */
   ms: number
   keyId: string | undefined
   reason: string | undefined
@@ -160,11 +160,17 @@ function jsonString(value: string): string {
   return PLAIN_JSON_TEXT.test(value) ? `"${value}"` : JSON.stringify(value)
 }
 
-/** Milliseconds to three decimals, as JSON; from whole microseconds, cheaper than printing a double. */
+/**
+ * Milliseconds rounded to three decimals, printed as JavaScript prints such a number (0.31, 7,
+ * 1234.568), from whole microseconds: cheaper than printing a double.
+ */
 function millisecondsOf(ms: number): string {
   const us = Math.round(ms * 1000)
   const whole = Math.floor(us / 1000)
   const fraction = us - whole * 1000
+  if (fraction === 0) return `${whole}`
+  if (fraction % 100 === 0) return `${whole}.${fraction / 100}`
+  if (fraction % 10 === 0) return `${whole}.${fraction < 100 ? '0' : ''}${fraction / 10}`
   return `${whole}.${fraction < 10 ? '00' : fraction < 100 ? '0' : ''}${fraction}`
 }
 
