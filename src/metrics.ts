@@ -52,7 +52,8 @@ export function createMetrics(gauges: MetricsGauges): Metrics {
   const clientErrors = new Float64Array(STATUS_SLOTS)
   const buckets = new Float64Array(DURATION_BUCKETS.length + 1)
   const reloads = { success: 0, failure: 0 }
-  let durationSum = 0
+  // In a typed array, not a `let`: a double kept in a closure is a new heap number at every update.
+  const durationSum = new Float64Array(1)
   const startTimeSeconds = Math.round(Date.now() / 1000 - process.uptime())
   return {
     recordRequest(route, status, seconds, failure) {
@@ -61,7 +62,7 @@ export function createMetrics(gauges: MetricsGauges): Metrics {
       let bucket = 0
       while (bucket < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[bucket] as number)) bucket++
       increment(buckets, bucket)
-      durationSum += seconds
+      durationSum[0] = (durationSum[0] as number) + seconds
     },
     recordClientError(status) {
       increment(clientErrors, status % STATUS_SLOTS)
@@ -77,7 +78,7 @@ export function createMetrics(gauges: MetricsGauges): Metrics {
         authFailures: Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, failures[i] as number])),
         clientErrors: nonZero(clientErrors),
         durationBuckets: [...buckets],
-        durationSum,
+        durationSum: durationSum[0] as number,
         durationCount: buckets.reduce((sum, n) => sum + n, 0),
         keyReloads: { ...reloads },
         keysLoaded: gauges.keysLoaded(),
