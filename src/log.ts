@@ -143,13 +143,13 @@ function lineOf(level: LogLevel, msg: string, fields?: LogFields): string {
 
 function accessLineOf(f: AccessFields): string {
   // Hand-built, as this runs once per request. The method (an HTTP token Node checked), the client
-  // (an IP address) and the request id (checked or generated) need no escaping; a key id or path
-  // of plain characters is quoted as it is, and anything else goes through JSON.stringify.
+  // (an IP address) and the request id (checked or generated) need no escaping; any other text
+  // of plain characters is quoted as it is, and the rest goes through JSON.stringify.
   let line = `{"time":"${isoNow()}","level":"info","msg":"request","method":"${f.method}","path":${jsonString(f.path)},"status":${f.status},"ms":${millisecondsOf(f.ms)}`
   if (f.keyId !== undefined) line += `,"keyId":${jsonString(f.keyId)}`
   if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
-  if (f.originalMethod !== undefined) line += `,"originalMethod":${JSON.stringify(f.originalMethod)}`
-  if (f.originalPath !== undefined) line += `,"originalPath":${JSON.stringify(f.originalPath)}`
+  if (f.originalMethod !== undefined) line += `,"originalMethod":${jsonString(f.originalMethod)}`
+  if (f.originalPath !== undefined) line += `,"originalPath":${jsonString(f.originalPath)}`
   return `${line},"client":"${f.client}","requestId":"${f.requestId}"}\n`
 }
 
