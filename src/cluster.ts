@@ -2,6 +2,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import type { Config } from './config.js'
 import type { Logger } from './log.js'
+import { VERSION } from './version.js'
 import { sumSnapshots, type Metrics, type MetricsSnapshot } from './metrics.js'
 
 // More deaths than this within the window is a crash loop: restarting again would only spin.
@@ -39,7 +40,7 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
     if (announced) log.info('worker ready', { workerPid: worker.process.pid, worker: worker.id })
     if (!announced && listening.size >= config.workers) {
       announced = true
-      log.info('listening', { url: urlOf(address.port), workers: config.workers, pid: process.pid })
+      log.info('listening', { url: urlOf(address.port), version: VERSION, node: process.version, workers: config.workers, pid: process.pid })
     }
   })
   cluster.on('exit', (worker, code, signal) => {

@@ -1,7 +1,8 @@
 /** The keys file: reading and validating it, swapping a new key set in, watching it for changes. */
-import { readFileSync, watch, type FSWatcher } from 'node:fs'
-import { dirname } from 'node:path'
+import { closeSync, constants, fstatSync, openSync, readFileSync, watch, type FSWatcher } from 'node:fs'
+import { basename, dirname } from 'node:path'
 import { ConfigError } from './config.js'
+import { checkJson, lineAndColumnOf } from './json-check.js'
 import { isValidKeyId, tryCreateKeyStore, type KeyEntry, type KeyRecord, type KeyStore } from './keys.js'
 import type { Logger } from './log.js'
 
@@ -36,7 +37,7 @@ export function parseKeysFile(text: string, file: string, envKey?: string): { st
   const all: KeyEntry[] = envKey === undefined ? entries : [...entries, { id: ENV_KEY_ID, key: envKey }]
   const { store, problems: storeProblems } = tryCreateKeyStore(all)
   const envLabel = `keys[${entries.length}] (id "${ENV_KEY_ID}")`
-  problems.push(...storeProblems.map((problem) => problem.replace(envLabel, 'API_KEY')))
+  for (const problem of storeProblems) problems.push(problem.replace(envLabel, 'API_KEY'))
   if (store === undefined || problems.length > 0) throw new KeysFileError(file, problems)
   return { store, entries }
 }
@@ -57,7 +58,10 @@ function parseDocument(text: string, file: string): { entries: KeyEntry[]; probl
     .map((field) => `unknown top-level field ${describeField(field)}: only "keys" is allowed`)
   const keys = (document as { keys?: unknown }).keys
   if (!Array.isArray(keys)) throw new KeysFileError(file, ['"keys" must be an array of entries', ...problems])
-  keys.forEach((entry, index) => problems.push(...unknownFieldsOf(entry, index)))
+  // A loop, not push(...list): a spread of 100,000 problems overflows the call stack.
+  keys.forEach((entry, index) => {
+    for (const problem of unknownFieldsOf(entry, index)) problems.push(problem)
+  })
   return { entries: keys as KeyEntry[], problems }
 }
 
@@ -80,21 +84,35 @@ export function createSwappableKeyStore(initial: KeyStore): SwappableKeyStore {
   }
 }
 
-// Editors, `mv` and Kubernetes' symlink swap raise several events at once: wait for quiet.
+// Editors, `mv` and Kubernetes' symlink swap raise several events at once: wait for quiet, but
+// never longer than MAX_SETTLE_MS after the first, so that a busy directory cannot postpone a revocation.
 const SETTLE_MS = 100
+const MAX_SETTLE_MS = 1000
+// Kubernetes mounts a ConfigMap as `..data`, a symlink swapped in one rename, and the file as a link through it.
+const KUBERNETES_DATA = '..data'
 
 /**
- * Calls `onChange` once after a burst of changes in the directory holding `file`.
- * The directory is watched, not the file, so that renames over the file and symlink swaps
- * (Kubernetes ConfigMaps replace `..data`) are seen. Returns a function that stops watching.
+ * Calls `onChange` once after a burst of changes to `file`. The directory is watched, not the
+ * file, so that renames over the file and symlink swaps (Kubernetes replaces `..data`) are seen;
+ * events for other names in it are ignored. Returns a function that stops watching.
  */
 export function watchKeysFile(file: string, onChange: () => void, onError: (error: Error) => void): () => void {
+  const name = basename(file)
   let timer: NodeJS.Timeout | undefined
+  let firstEventMs = 0
+  const fire = () => {
+    timer = undefined
+    onChange()
+  }
   let watcher: FSWatcher
   try {
-    watcher = watch(dirname(file), { persistent: false }, () => {
+    watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
+      // `changed` can be null on some platforms: then any event may be ours.
+      if (changed !== null && changed !== name && changed !== KUBERNETES_DATA) return
+      const now = Date.now()
+      if (timer === undefined) firstEventMs = now
       clearTimeout(timer)
-      timer = setTimeout(onChange, SETTLE_MS)
+      timer = setTimeout(fire, Math.max(0, Math.min(SETTLE_MS, firstEventMs + MAX_SETTLE_MS - now)))
       timer.unref()
     })
   } catch (error) {
@@ -109,9 +127,14 @@ export function watchKeysFile(file: string, onChange: () => void, onError: (erro
 }
 
 function readKeysText(file: string): string {
+  let fd: number | undefined
   try {
-    return readFileSync(file, 'utf8')
+    // O_NONBLOCK: should the path be a FIFO, opening it must not wait for a writer.
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK)
+    if (!fstatSync(fd).isFile()) throw new KeysFileError(file, ['is not a regular file'])
+    return readFileSync(fd, 'utf8')
   } catch (error) {
+    if (error instanceof KeysFileError) throw error
     const code = (error as NodeJS.ErrnoException).code
     const reasons: Record<string, string> = {
       ENOENT: 'file not found',
@@ -119,23 +142,21 @@ function readKeysText(file: string): string {
       EISDIR: 'is a directory, not a file',
     }
     throw new KeysFileError(file, [(code && reasons[code]) ?? `cannot be read (${code ?? 'unknown error'})`])
+  } finally {
+    if (fd !== undefined) closeSync(fd)
   }
 }
 
+const BOM = '\ufeff'
+
+/** Parses the text (a UTF-8 byte order mark allowed); a syntax error or a repeated field gives its line and column only. */
 function parseJson(text: string, file: string): unknown {
-  try {
-    return JSON.parse(text)
-  } catch (error) {
-    // V8's message quotes the text around the fault, which may be a key: give only the position.
-    const position = /position (\d+)/.exec((error as Error).message)?.[1]
-    const where = position === undefined ? '' : ` at ${lineAndColumn(text, Number(position))}`
-    throw new KeysFileError(file, [`is not valid JSON${where}`])
-  }
-}
-
-function lineAndColumn(text: string, position: number): string {
-  const before = text.slice(0, position).split('\n')
-  return `line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`
+  const json = text.startsWith(BOM) ? text.slice(1) : text
+  const problem = checkJson(json)
+  if (problem === undefined) return JSON.parse(json)
+  const { line, column } = lineAndColumnOf(json, problem.offset)
+  const what = problem.duplicate === undefined ? problem.message : `field ${describeField(problem.duplicate)} given twice in one object`
+  throw new KeysFileError(file, [`is not valid JSON at line ${line}, column ${column}: ${what}`])
 }
 
 function unknownFieldsOf(entry: unknown, index: number): string[] {
@@ -159,9 +180,13 @@ export interface KeysFileReloader {
   close(): void
 }
 
+// A reload failure lists this many problems at most, then a count: one line, not one per entry.
+const LOGGED_PROBLEMS = 10
+
 /**
- * Keeps `store` in step with the keys file: reloads on change and on `reload()`.
- * A bad file keeps the previous keys serving and logs an error; each reload logs one line.
+ * Keeps `store` in step with the keys file: reloads on change and on `reload()`. A bad file
+ * keeps the previous keys serving and logs an error once per distinct content (SIGHUP always
+ * logs); each reload logs one line and is told to `onReload` once.
  */
 export function startKeysFileReloads(options: {
   file: string
@@ -173,25 +198,32 @@ export function startKeysFileReloads(options: {
   onReload?: (ok: boolean) => void
 }): KeysFileReloader {
   const { file, envKey, store, log, onReload = () => {} } = options
-  let loadedText = options.initialText
+  let loadedText: string | undefined = options.initialText
+  // What the last failed reload read: the same failure is not reported again for every event.
+  let rejected: string | undefined
   const reload = (trigger: 'SIGHUP' | 'change'): void => {
+    let text: string | undefined
     try {
-      const text = readKeysText(file)
-      // An event in the directory that left the file as it was (a touch, another file) costs no parse.
-      if (trigger === 'change' && text === loadedText) return
+      text = readKeysText(file)
+      // An event that left the file as it was (a touch, a rewrite of the same text) costs no parse.
+      if (trigger === 'change' && text === loadedText) {
+        rejected = undefined
+        return
+      }
+      if (trigger === 'change' && text === rejected) return
       const next = parseKeysFile(text, file, envKey)
       store.swap(next.store)
       loadedText = text
+      rejected = undefined
       log.info('keys reloaded', { file, trigger, keys: next.store.size })
       onReload(true)
     } catch (error) {
       if (!(error instanceof KeysFileError)) throw error
-      log.error('keys reload failed: the previous keys stay in service', {
-        file,
-        trigger,
-        error: error.problems.join('; '),
-        keys: store.size,
-      })
+      // A file that cannot be read has no text: remember the message instead, so it too is said once.
+      const seen = text ?? `unreadable: ${error.problems[0]}`
+      if (trigger === 'change' && seen === rejected) return
+      rejected = seen
+      log.error('keys reload failed: the previous keys stay in service', { file, trigger, error: summarizeProblems(error.problems), keys: store.size })
       onReload(false)
     }
   }
@@ -201,4 +233,10 @@ export function startKeysFileReloads(options: {
     (error) => log.error('keys file watch failed: reload with SIGHUP', { file, error: error.message }),
   )
   return { reload, close: stopWatching }
+}
+
+/** The first problems, joined, and how many more there are. */
+export function summarizeProblems(problems: readonly string[], shown = LOGGED_PROBLEMS): string {
+  const head = problems.slice(0, shown).join('; ')
+  return problems.length > shown ? `${head}; and ${problems.length - shown} more problems` : head
 }

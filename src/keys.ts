@@ -25,7 +25,7 @@ export const MAX_KEY_LENGTH = 4096
 const VALID_KEY = /^[\x21-\x7e]{1,4096}$/
 const VALID_ID = /^[A-Za-z0-9._:@-]{1,128}$/
 const SHA256_HEX = /^[0-9a-f]{64}$/
-const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/
+const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d))?$/
 
 /** True when `key` is 1 to 4096 visible ASCII characters (0x21-0x7E). */
 export function isValidKey(key: string): boolean {
@@ -118,11 +118,20 @@ function digestOfEntry(entry: KeyEntry, index: number): string {
 
 function parseExpiry(value: string | Date | undefined, index: number, id: string): number {
   if (value === undefined) return Infinity
-  const ms = value instanceof Date ? value.getTime() : typeof value === 'string' && ISO_8601.test(value) ? Date.parse(value) : NaN
+  const ms = value instanceof Date ? value.getTime() : typeof value === 'string' && isRealDate(value) ? Date.parse(value) : NaN
   if (Number.isNaN(ms)) {
     throw new TypeError(`${where(index, id)}: expiresAt must be an ISO-8601 date, such as 2027-06-30T00:00:00Z`)
   }
   return ms
+}
+
+/** An ISO-8601 date whose day exists: `Date.parse` would roll 2027-02-31 over into March. */
+function isRealDate(value: string): boolean {
+  const match = ISO_8601.exec(value)
+  if (match === null) return false
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])]
+  const date = new Date(Date.UTC(year, month - 1, day))
+  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day
 }
 
 function where(index: number, id: string): string {

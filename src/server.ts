@@ -12,6 +12,7 @@ import { createLogger, type Logger } from './log.js'
 import { answerClientError } from './respond.js'
 import { createThrottle, type Throttle } from './throttle.js'
 import type { TlsPair } from './tls.js'
+import { nodeVersionProblem, VERSION } from './version.js'
 
 // node:cluster, node:https (with TLS) and their modules load only when configured: each costs
 // startup time, and time to the first answer is part of what keygate promises.
@@ -28,6 +29,12 @@ const MAX_DRAIN_GRACE_MS = 1000
 const CLOSE_IDLE_EVERY_MS = 50
 
 async function main(): Promise<void> {
+  // First: on an older Node the rest fails with a stack trace instead of saying what is wrong.
+  const nodeProblem = nodeVersionProblem(process.version)
+  if (nodeProblem !== undefined) {
+    process.stderr.write(`keygate: ${nodeProblem}\n`)
+    process.exit(1)
+  }
   const { config, warnings } = exitOnConfigError(() => loadConfig(process.env, availableParallelism()))
   const role = config.workers > 1 ? await clusterRole() : undefined
   const log = createLogger({
@@ -95,7 +102,7 @@ function serve(
   server.listen(config.port, config.host, () => {
     const { port } = server.address() as AddressInfo
     // In a cluster the primary announces the one URL; each worker says so at debug.
-    const fields = { url: urlOf(config, port), keys: keys.size, pid: process.pid, ...(tlsPair && { certificateValidTo: tlsPair.validTo }) }
+    const fields = { url: urlOf(config, port), version: VERSION, node: process.version, keys: keys.size, pid: process.pid, ...(tlsPair && { certificateValidTo: tlsPair.validTo }) }
     if (connectWorkerMetrics !== undefined) log.debug('worker listening', fields)
     else log.info('listening', fields)
   })

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { crc32, generateKey, hasValidChecksum } from '../dist/keygen.js'
-import { CLI_JS, startServerProcess } from './helpers.js'
+import { CLI_JS, SERVER_JS, startServerProcess } from './helpers.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
 
@@ -79,7 +79,10 @@ test('a keygen key works in a keys file', async (t) => {
 
 for (const [args, message] of [
   [['keygen', '--id', 'has space'], /--id must be/],
-  [['keygen', '--expires', 'tomorrow'], /--expires must be an ISO-8601 date/],
+  [['keygen', '--expires', 'tomorrow'], /--expires must be a real ISO-8601 date/],
+  [['keygen', '--expires', ''], /--expires must be a real ISO-8601 date/],
+  [['keygen', '--expires', '2027-02-31T00:00:00Z'], /--expires must be a real ISO-8601 date/],
+  [['keygen', '--expires', '2020-01-01T00:00:00Z'], /--expires 2020-01-01T00:00:00Z is in the past/],
   [['keygen', '--bogus'], /Unknown option '--bogus'/],
   [['keygen', 'extra'], /unexpected argument "extra"/],
   [['frobnicate'], /unknown command "frobnicate"/],
@@ -173,3 +176,32 @@ for (const args of [[], ['serve']]) {
     await res.arrayBuffer()
   })
 }
+
+for (const flag of ['--version', '-v']) {
+  test(`keygate ${flag} prints the version`, () => {
+    const { code, stdout } = keygate([flag])
+    assert.equal(code, 0)
+    assert.match(stdout, /^\d+\.\d+\.\d+\n$/)
+  })
+}
+
+// Pretends to be an older Node: what a user with Node 20.11 would see.
+const OLD_NODE = ['--import', 'data:text/javascript,Object.defineProperty(process,"version",{value:"v20.11.1"})']
+
+for (const [name, script] of [['keygate', CLI_JS], ['dist/server.js', SERVER_JS]] as const) {
+  test(`${name} on Node older than 20.12: exit 1 with one line naming the Node needed`, () => {
+    const result = spawnSync(process.execPath, [...OLD_NODE, script, '--version'], { encoding: 'utf8', timeout: 10_000, env: { PATH: process.env.PATH ?? '', PORT: '0' } })
+    assert.equal(result.status, 1)
+    assert.equal(result.stderr, 'keygate: keygate needs Node.js 20.12.0 or later; this is Node.js v20.11.1\n')
+    assert.equal(result.stdout, '')
+  })
+}
+
+test('check: a file with 150,000 problems lists the first 100 and a count', (t) => {
+  const file = tempFile(t, JSON.stringify({ keys: Array.from({ length: 150_000 }, (_, i) => ({ id: `k${i}`, hash: sha256(String(i)) })) }))
+  const { code, stderr } = keygate(['check', file])
+  assert.equal(code, 1)
+  const lines = stderr.trimEnd().split('\n')
+  assert.equal(lines.length, 101)
+  assert.match(lines[100] ?? '', /and \d+ more problems \(\d+ in all\)$/)
+})

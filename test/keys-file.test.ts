@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { test, type TestContext } from 'node:test'
 import { createKeyStore } from '../dist/keys.js'
-import { KeysFileError, createSwappableKeyStore, loadKeysFile, parseKeysFile } from '../dist/keys-file.js'
+import { KeysFileError, createSwappableKeyStore, loadKeysFile, parseKeysFile, watchKeysFile } from '../dist/keys-file.js'
+import { waitFor } from './helpers.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
 const FILE = 'keys.json'
@@ -116,4 +118,85 @@ test('a swappable store answers from the old set or the new, never a mix', () =>
   assert.equal(store.lookup('old-key'), undefined)
   assert.equal(store.lookup('new-key')?.id, 'new')
   assert.equal(store.size, 2)
+})
+
+test('invalid JSON names the line and column of the fault, for the usual mistakes, and never quotes the file', () => {
+  for (const [text, expected] of [
+    ['{"keys": [\n  {"id": "a", "key": "kg_secretvalue"},\n]}', /line 2, column 39: a trailing comma before "\]"/],
+    ['{"keys": [\n  {"id": "a", "key": "kg_secretvalue",}\n]}', /line 2, column 38: a trailing comma before "}"/],
+    ['{"keys": [\n  {"id": "a" "key": "kg_secretvalue"}\n]}', /line 2, column 14: expected "," or "}"/],
+    ['{"keys": [\n  {"id": "a", "key": kg_secretvalue}\n]}', /line 2, column 22: expected a value/],
+    ["{'keys': []}", /line 1, column 2: expected a field name in double quotes/],
+    ['{"keys": [', /line 1, column 11: the text ends where a value should be/],
+    ['{"keys": []} extra', /line 1, column 14: more text after the end/],
+  ] as const) {
+    const [problem] = problemsOf(text)
+    assert.match(problem ?? '', /^is not valid JSON at line \d+, column \d+: /)
+    assert.match(problem ?? '', expected)
+    assert.doesNotMatch(problem ?? '', /secretvalue/)
+  }
+})
+
+test('a field given twice in one object is refused, not silently the last one', () => {
+  const [problem] = problemsOf('{"keys": [{"id": "a", "key": "abcdef", "expiresAt": "2020-01-01T00:00:00Z", "expiresAt": "2099-01-01T00:00:00Z"}]}')
+  assert.match(problem ?? '', /line 1, column 77: field "expiresAt" given twice in one object/)
+  const [pasted] = problemsOf('{"keys": [], "kg_secretvalue_long_0123": 1, "kg_secretvalue_long_0123": 2}')
+  assert.doesNotMatch(pasted ?? '', /secretvalue/)
+})
+
+test('a UTF-8 byte order mark before the JSON is accepted', () => {
+  const { store } = parseKeysFile(`\ufeff{"keys": [{"id": "a", "key": "bom-key-123"}]}`, FILE)
+  assert.equal(store.lookup('bom-key-123')?.id, 'a')
+})
+
+test('150,000 bad entries are reported with a count, not a stack overflow', () => {
+  const text = JSON.stringify({ keys: Array.from({ length: 150_000 }, (_, i) => ({ id: `k${i}`, hash: sha256(String(i)) })) })
+  let error: unknown
+  try {
+    parseKeysFile(text, FILE)
+  } catch (caught) {
+    error = caught
+  }
+  assert.ok(error instanceof KeysFileError, String(error))
+  assert.ok(error.problems.length >= 150_000)
+  assert.match(error.message, /and \d+ more problems/)
+})
+
+test('a FIFO in place of the keys file is refused at once, without blocking on it', (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  const made = spawnSync('mkfifo', [file])
+  if (made.status !== 0) return t.skip('mkfifo (coreutils) is not available')
+  assert.throws(() => loadKeysFile(file), (error: unknown) => error instanceof KeysFileError && /is not a regular file/.test(error.message))
+})
+
+test('the watch reacts to the keys file and to a ..data swap, not to other files in the directory', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'keys.json')
+  writeFileSync(file, '{"keys": []}')
+  let changes = 0
+  const stop = watchKeysFile(file, () => changes++, (error) => assert.fail(error))
+  t.after(stop)
+  for (let i = 0; i < 5; i++) writeFileSync(join(dir, 'server.log'), `line ${i}\n`)
+  // Give the other file's events every chance to arrive (and the 100 ms settle to pass): none may count.
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  assert.equal(changes, 0)
+  writeFileSync(file, '{"keys": [] }')
+  await waitFor('the change of the file', () => (changes === 1 ? true : undefined))
+  mkdirSync(join(dir, '..2026_new'))
+  symlinkSync('..2026_new', join(dir, '..data_tmp'))
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
+  await waitFor('the ..data swap', () => (changes === 2 ? true : undefined))
+})
+
+test('a stream of events cannot postpone a reload beyond a second', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, '{"keys": []}')
+  let changes = 0
+  t.after(watchKeysFile(file, () => changes++, (error) => assert.fail(error)))
+  // Writes every 20 ms for 2.5 s: the 100 ms quiet period never comes, the 1 s cap must.
+  for (let i = 0; i < 125 && changes === 0; i++) {
+    writeFileSync(file, `{"keys": [] ${' '.repeat(i % 2)}}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  assert.ok(changes > 0, 'the reload happened while events kept coming')
 })

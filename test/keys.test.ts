@@ -76,6 +76,9 @@ for (const [name, entries, message] of [
   ['a duplicate id', [{ id: 'a', key: 'abc' }, { id: 'a', key: 'def' }], /keys\[1\] \(id "a"\): id is used by an earlier entry/],
   ['the same key twice', [{ id: 'a', key: 'abc' }, { id: 'b', sha256: sha256('abc') }], /keys\[1\] \(id "b"\): same key as entry "a"/],
   ['an expiry that is no date', [{ id: 'a', key: 'abc', expiresAt: 'next tuesday' }], /expiresAt must be an ISO-8601 date/],
+  ['an expiry on a day that does not exist', [{ id: 'a', key: 'abc', expiresAt: '2027-02-31T00:00:00Z' }], /expiresAt must be an ISO-8601 date/],
+  ['an expiry at hour 24', [{ id: 'a', key: 'abc', expiresAt: '2027-02-01T24:00:00Z' }], /expiresAt must be an ISO-8601 date/],
+  ['an expiry on February 29 of a common year', [{ id: 'a', key: 'abc', expiresAt: '2027-02-29' }], /expiresAt must be an ISO-8601 date/],
   ['an expiry without a time zone', [{ id: 'a', key: 'abc', expiresAt: '2027-06-30T00:00:00' }], /expiresAt must be an ISO-8601/],
 ] as const) {
   test(`createKeyStore rejects ${name}, naming the entry`, () => {

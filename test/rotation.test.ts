@@ -218,3 +218,45 @@ test('a key that expires a second from now stops working, and the log says expir
   assert.equal(expired?.status, 401)
   assert.ok(!lines.join('').includes(KEY_A))
 })
+
+test('a bad keys file is reported once, however often the directory changes, and counted once', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'keys.json')
+  writeFileSync(file, keysJson(hashed('a', KEY_A)))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  replaceFile(file, '{"keys": [ {"id": "b", "key": "x"}, ]}')
+  await waitForLog(child, 'keys reload failed')
+  // A log file in the same directory: before the fix, each write re-read and re-logged the bad file.
+  for (let i = 0; i < 5; i++) {
+    writeFileSync(join(dir, 'server.log'), `line ${i}\n`)
+    await new Promise((resolve) => setTimeout(resolve, 150))
+  }
+  writeFileSync(file, '{"keys": [ {"id": "b", "key": "x"}, ]}') // the same bad text again
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  assert.equal(reloads(child, 'keys reload failed').length, 1)
+  const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: KEY_A } })).text()
+  assert.match(metrics, /keygate_key_reloads_total\{result="failure"\} 1\n/)
+  assert.equal(await statusWith(url, KEY_A), 200)
+})
+
+test('a live reload of a file with 150,000 problems keeps the server up and logs one capped line', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, keysJson(hashed('a', KEY_A)))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  replaceFile(file, JSON.stringify({ keys: Array.from({ length: 150_000 }, (_, i) => ({ id: `k${i}`, hash: sha256(String(i)) })) }))
+  const failure = await waitForLog(child, 'keys reload failed')
+  assert.match(String(failure.error), /; and \d+ more problems$/)
+  assert.ok(String(failure.error).length < 2000)
+  assert.equal(await statusWith(url, KEY_A), 200)
+  assert.equal(child.process.exitCode, null)
+})
+
+test('startup with a file of 150,000 problems: exit 1 and one line with the first problem and a count', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, JSON.stringify({ keys: Array.from({ length: 150_000 }, (_, i) => ({ id: `k${i}`, hash: sha256(String(i)) })) }))
+  const child = runNode(t, { API_KEYS_FILE: file, PORT: '0' })
+  assert.equal(await child.exited, 1)
+  const lines = child.stderr().trimEnd().split('\n')
+  assert.equal(lines.length, 1, child.stderr().slice(0, 500))
+  assert.match(lines[0] ?? '', /^keygate: API_KEYS_FILE .*keys\[0\] \(id "k0"\): unknown field "hash".*\(and \d+ more problems\)$/)
+})

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { Script } from 'node:vm'
 import { DIST_DIR, logLines, runNode, startServerProcess, waitFor } from './helpers.js'
+import { VERSION } from '../dist/version.js'
 
 const STRONG_KEY = 's3cr3t-value-for-the-entry-point-test'
 
@@ -20,6 +21,8 @@ test('logs one listening line with the real URL for PORT=0, and serves /data', a
   const listening = logLines(child).filter((line) => line.msg === 'listening')
   assert.equal(listening.length, 1)
   assert.equal(listening[0]?.level, 'info')
+  assert.equal(listening[0]?.version, VERSION)
+  assert.equal(listening[0]?.node, process.version)
   assert.equal(child.stderr(), '')
 })
 

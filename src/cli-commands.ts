@@ -1,0 +1,160 @@
+/** The `keygate` command's work: serve, keygen, hash, check, --version (loaded by cli.ts). */
+import { createHash, randomBytes } from 'node:crypto'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { isValidKey, isValidKeyId, tryCreateKeyStore, type KeyEntry } from './keys.js'
+import { KeysFileError, loadKeysFile } from './keys-file.js'
+import { generateKey } from './keygen.js'
+import { VERSION } from './version.js'
+
+const USAGE = `Usage: keygate [command] [options]
+
+Commands:
+  serve                         run the server (the default; configured by environment variables)
+  keygen [--id NAME] [--expires ISO-8601]
+                                print a new key, then its keys-file entry (with sha256)
+  hash                          read a key on stdin, print its SHA-256 hex
+  check FILE                    validate a keys file without starting a server
+  --version, -v                 print keygate's version
+
+Run "keygate COMMAND --help" for one command. Exit codes: 0 ok, 1 failed, 2 bad command line.
+`
+
+const HELP: Record<string, string> = {
+  serve: `Usage: keygate serve\n\nRuns the server, exactly as "node dist/server.js". Configuration comes from\nenvironment variables: PORT, HOST, API_KEY, API_KEYS_FILE, LOG_LEVEL, ... (see the README).\n`,
+  keygen: `Usage: keygate keygen [--id NAME] [--expires ISO-8601]\n\nPrints two lines on stdout: a new key (kg_ + 46 base62 characters, the last 6 a CRC32\nchecksum) for the client, then the JSON entry for the keys file, holding only its sha256.\n  --id NAME        the entry's id (default: key-YYYYMMDD-xxxx)\n  --expires DATE   expiry, such as 2027-06-30T00:00:00Z\n`,
+  hash: `Usage: keygate hash < key.txt\n\nReads one key on stdin (a trailing newline is ignored) and prints the SHA-256 hex\nto put in a keys file entry as "sha256".\n`,
+  check: `Usage: keygate check FILE\n\nValidates a keys file, like "nginx -t": exit 0 with a summary (keys, expired ones,\nones expiring within 30 days, entries holding plain-text keys), or exit 1 with every problem.\n`,
+}
+
+const OPTIONS: Record<string, ParseArgsConfig['options']> = {
+  serve: {},
+  keygen: { id: { type: 'string' }, expires: { type: 'string' } },
+  hash: {},
+  check: {},
+}
+
+const DAY_MS = 86_400_000
+const MAX_STDIN_BYTES = 64 * 1024
+// `check` lists this many problems, then a count: a file with 150,000 typos needs no 150,000 lines.
+const MAX_LISTED_PROBLEMS = 100
+
+/** A mistake on the command line: usage on stderr, exit 2. */
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv
+  if (first === '--help' || first === '-h' || first === 'help') return print(USAGE)
+  if (first === '--version' || first === '-v') return print(`${VERSION}\n`)
+  const command = first === undefined || first.startsWith('-') ? 'serve' : first
+  const args = command === first ? rest : argv
+  const options = OPTIONS[command]
+  if (options === undefined) throw new UsageError(`unknown command "${command}"`)
+  const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
+  if (parsed.values.help) return print(HELP[command] ?? USAGE)
+  const values = parsed.values as Record<string, string | undefined>
+  switch (command) {
+    case 'keygen':
+      noPositionals(parsed.positionals)
+      return keygen(values.id, values.expires)
+    case 'hash':
+      noPositionals(parsed.positionals)
+      return hash(await readStdin())
+    case 'check':
+      return check(onePositional(parsed.positionals, 'FILE'))
+    default:
+      noPositionals(parsed.positionals)
+      await import('./server.js')
+      return -1 // the server runs until a signal; it exits by itself
+  }
+}
+
+function keygen(id = defaultId(), expiresAt?: string): number {
+  if (!isValidKeyId(id)) throw new UsageError('--id must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -')
+  const key = generateKey()
+  const entry = { id, sha256: createHash('sha256').update(key).digest('hex'), ...(expiresAt !== undefined && { expiresAt }) }
+  const { store, problems } = tryCreateKeyStore([entry as KeyEntry])
+  if (problems.length > 0) throw new UsageError(`--expires must be a real ISO-8601 date, such as 2027-06-30T00:00:00Z`)
+  // A key born expired is a mistake, not a key: refuse it rather than print one that never works.
+  if ((store?.lookup(key)?.expiresAtMs ?? Infinity) <= Date.now()) throw new UsageError(`--expires ${expiresAt} is in the past`)
+  process.stdout.write(`${key}\n${JSON.stringify(entry)}\n`)
+  process.stderr.write('# line 1: the key, for the client only. line 2: the entry for the keys file (no secret in it).\n')
+  return 0
+}
+
+function defaultId(): string {
+  return `key-${new Date().toISOString().slice(0, 10).replaceAll('-', '')}-${randomBytes(2).toString('hex')}`
+}
+
+function hash(input: string): number {
+  const key = input.replace(/\r?\n$/, '')
+  if (!isValidKey(key)) {
+    process.stderr.write('keygate hash: the key on stdin must be 1 to 4096 visible ASCII characters (no spaces)\n')
+    return 1
+  }
+  return print(`${createHash('sha256').update(key).digest('hex')}\n`)
+}
+
+function check(file: string): number {
+  try {
+    const { entries } = loadKeysFile(file)
+    process.stdout.write(summarize(file, entries, Date.now()))
+    return 0
+  } catch (error) {
+    if (!(error instanceof KeysFileError)) throw error
+    const shown = error.problems.slice(0, MAX_LISTED_PROBLEMS)
+    const more = error.problems.length - shown.length
+    process.stderr.write(shown.map((problem) => `${file}: ${problem}\n`).join(''))
+    if (more > 0) process.stderr.write(`${file}: and ${more} more problems (${error.problems.length} in all)\n`)
+    return 1
+  }
+}
+
+function summarize(file: string, entries: KeyEntry[], now: number): string {
+  const expiry = (entry: KeyEntry) => (entry.expiresAt === undefined ? Infinity : new Date(entry.expiresAt).getTime())
+  const label = (entry: KeyEntry) => `${entry.id} (${new Date(expiry(entry)).toISOString()})`
+  const expired = entries.filter((entry) => expiry(entry) <= now)
+  const soon = entries.filter((entry) => expiry(entry) > now && expiry(entry) <= now + 30 * DAY_MS)
+  const plain = entries.filter((entry) => entry.key !== undefined)
+  const lines = [`${file}: OK, ${entries.length} key${entries.length === 1 ? '' : 's'}`]
+  if (expired.length > 0) lines.push(`  expired: ${expired.map(label).join(', ')}`)
+  if (soon.length > 0) lines.push(`  expiring within 30 days: ${soon.map(label).join(', ')}`)
+  if (plain.length > 0) lines.push(`  plain-text keys (use sha256 instead): ${plain.map((entry) => entry.id).join(', ')}`)
+  return `${lines.join('\n')}\n`
+}
+
+function noPositionals(positionals: string[]): void {
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`)
+}
+
+function onePositional(positionals: string[], name: string): string {
+  if (positionals.length !== 1 || positionals[0] === undefined) throw new UsageError(`expected exactly one ${name}`)
+  return positionals[0]
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > MAX_STDIN_BYTES) break
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+function print(text: string): number {
+  process.stdout.write(text)
+  return 0
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code
+  },
+  (error: unknown) => {
+    const usage = error instanceof UsageError || (error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')
+    if (!usage) throw error
+    process.stderr.write(`keygate: ${(error as Error).message}\n\n${USAGE}`)
+    process.exitCode = 2
+  },
+)
