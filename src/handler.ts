@@ -7,7 +7,7 @@ import type { KeyStore } from './keys.js'
 import { silentLogger, type Logger } from './log.js'
 import { FAILURE_REASONS, ROUTE_NAMES, createMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
 import { requestIdOf, sendReply } from './respond.js'
-import { createRoutes, REPLY, type Context, type Outcome, type RouteEntry } from './routes.js'
+import { createRoutes, EXPECTATION_FAILED, MALFORMED, REPLY, type Context, type Outcome, type RouteEntry } from './routes.js'
 import type { Throttle } from './throttle.js'
 
 export interface HandlerOptions {
@@ -68,6 +68,9 @@ export function createHandler(options: HandlerOptions): Handler {
     if (entry === undefined) entry = routes((path = pathnameOf(target)))
     if (entry === undefined && next !== undefined) return next()
     const context = new RequestContext(requestIdOf(req), req, trustProxy)
+    // Before the body: a request HTTP forbids is answered without reading what it sends.
+    const refused = refuseBadProtocol(req, res, context.requestId)
+    if (refused !== undefined) return finish(req, res, path, entry?.index ?? OTHER_ROUTE, startedMs, context, refused)
     if (!hasUnreadBody(req)) return dispatch(req, res, entry, path, startedMs, context)
     discardBody(
       req,
@@ -118,6 +121,26 @@ function validateOptions(options: HandlerOptions): HandlerOptions {
     throw fail('trustProxy must be a whole number of proxy hops (0 or more)')
   }
   return options
+}
+
+// Node's test for a request that waits for 100 Continue; any other expectation cannot be met (RFC 9110 section 10.1.1).
+const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i
+
+/**
+ * Answers what HTTP itself forbids, with keygate's headers: HTTP/1.1 without `Host` (400, RFC 9112
+ * section 3.2) and an `Expect` other than 100-continue (417). Node answers these bare by itself
+ * unless the server opts out (the keygate server does: `requireHostHeader: false`, `checkExpectation`).
+ */
+function refuseBadProtocol(req: IncomingMessage, res: ServerResponse, requestId: string): Outcome | undefined {
+  const headers = req.headers
+  if (headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
+    sendReply(req, res, REPLY.badRequest, requestId)
+    return MALFORMED
+  }
+  const expect = headers.expect
+  if (expect === undefined || CONTINUE_EXPECTATION.test(expect)) return undefined
+  sendReply(req, res, REPLY.expectationFailed, requestId)
+  return EXPECTATION_FAILED
 }
 
 /** The path of the request target, without the query; absolute-form targets are accepted too. */

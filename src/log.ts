@@ -7,8 +7,10 @@ export type LogFields = Record<string, string | number | boolean | undefined>
 
 /** The fields of one access line; `path` must already be free of the query string. */
 export interface AccessFields {
+  /** Undefined for an answer to a request Node could not parse (400, 408, 431). */
   method: string | undefined
-  path: string
+  /** Without the query string; undefined when the request could not be parsed. */
+  path: string | undefined
   status: number
   /** Milliseconds; written rounded to three decimals. */
   ms: number
@@ -145,7 +147,10 @@ function accessLineOf(f: AccessFields): string {
   // Hand-built, as this runs once per request. The method (an HTTP token Node checked), the client
   // (an IP address) and the request id (checked or generated) need no escaping; any other text
   // of plain characters is quoted as it is, and the rest goes through JSON.stringify.
-  let line = `{"time":"${isoNow()}","level":"info","msg":"request","method":"${f.method}","path":${jsonString(f.path)},"status":${f.status},"ms":${millisecondsOf(f.ms)}`
+  let line = `{"time":"${isoNow()}","level":"info","msg":"request"`
+  if (f.method !== undefined) line += `,"method":"${f.method}"`
+  if (f.path !== undefined) line += `,"path":${jsonString(f.path)}`
+  line += `,"status":${f.status},"ms":${millisecondsOf(f.ms)}`
   if (f.keyId !== undefined) line += `,"keyId":${jsonString(f.keyId)}`
   if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
   if (f.originalMethod !== undefined) line += `,"originalMethod":${jsonString(f.originalMethod)}`

@@ -77,23 +77,42 @@ export function sendReply(
   else res.end(reply.body)
 }
 
-const CLIENT_ERRORS: Record<string, [number, string]> = {
-  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'headers_too_large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'timeout'],
+}
+const MALFORMED: [number, string, string] = [400, 'Bad Request', 'malformed']
+// A socket whose answer has not gone out by then (a peer that reads nothing) is destroyed anyway.
+const CLIENT_ERROR_WRITE_MS = 1000
+
+/** What `answerClientError` wrote: the status, the request id it gave, and a reason for the access line. */
+export interface ClientErrorAnswer {
+  status: number
+  requestId: string
+  reason: string
 }
 
 /**
  * The `clientError` answer: malformed HTTP gets 400 (oversized headers 431, a timeout 408) with a
  * JSON body when the socket can still take one; the connection is closed either way.
- * Returns the status written, or 0 when the socket could take none.
+ * Returns what was written, or `undefined` when the socket could take nothing.
  */
-export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): number {
+export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): ClientErrorAnswer | undefined {
   const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage
-  if (!socket.writable || inFlight?.headersSent === true) {
+  // A TLS socket that never finished its handshake cannot carry an answer: a write would wait
+  // for the handshake forever and keep the descriptor open after the peer has gone.
+  if (!socket.writable || inFlight?.headersSent === true || !handshakeDone(socket)) {
     socket.destroy()
-    return 0
+    return undefined
   }
-  const [status, text] = CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad Request']
+  const [status, text, reason] = CLIENT_ERRORS[error.code ?? ''] ?? MALFORMED
+  const requestId = freshRequestId()
+  writeRawReply(socket, status, text, requestId)
+  return { status, requestId, reason }
+}
+
+/** Writes a whole JSON error answer on a raw socket, then closes it (destroyed if the peer does not read). */
+export function writeRawReply(socket: Duplex, status: number, text: string, requestId: string): void {
   const body = `{"error":"${text}"}`
   const head = [
     `HTTP/1.1 ${status} ${text}`,
@@ -101,9 +120,14 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
     `content-length: ${body.length}`,
     'cache-control: no-store',
     'x-content-type-options: nosniff',
-    `x-request-id: ${freshRequestId()}`,
+    `x-request-id: ${requestId}`,
     'connection: close',
   ]
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy())
-  return status
+  setTimeout(() => socket.destroy(), CLIENT_ERROR_WRITE_MS).unref()
+}
+
+function handshakeDone(socket: Duplex): boolean {
+  const tls = socket as Duplex & { encrypted?: boolean; _secureEstablished?: boolean }
+  return tls.encrypted !== true || tls._secureEstablished === true
 }

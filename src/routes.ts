@@ -6,8 +6,10 @@ import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
 import { throttleKeyOf, type Throttle } from './throttle.js'
 
-export type Outcome = AuthResult | { ok: false; reason: 'throttled'; keyId?: undefined }
+export type Outcome = AuthResult | { ok: false; reason: 'throttled' | 'malformed' | 'expectation_failed'; keyId?: undefined }
 const THROTTLED: Outcome = Object.freeze({ ok: false, reason: 'throttled' })
+export const MALFORMED: Outcome = Object.freeze({ ok: false, reason: 'malformed' })
+export const EXPECTATION_FAILED: Outcome = Object.freeze({ ok: false, reason: 'expectation_failed' })
 
 const ALLOW = 'GET, HEAD, OPTIONS'
 export const REPLY = {
@@ -23,6 +25,8 @@ export const REPLY = {
     'www-authenticate',
     'Bearer realm="keygate", error="invalid_token"',
   ]),
+  badRequest: createReply(400, '{"error":"Bad Request"}', ['connection', 'close']),
+  expectationFailed: createReply(417, '{"error":"Expectation Failed"}', ['connection', 'close']),
   tooLarge: createReply(413, '{"error":"Payload Too Large"}', ['connection', 'close']),
   throttled: createReply(429, '{"error":"Too Many Requests"}'),
   internalError: createReply(500, '{"error":"Internal Server Error"}'),

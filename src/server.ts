@@ -2,7 +2,7 @@
 /** Entry point: configuration from the environment, the server (or the cluster), signals and clean shutdown. */
 import { createServer, type Server, type ServerOptions } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
-import { Server as NetServer, type AddressInfo } from 'node:net'
+import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { ConfigError, DEMO_KEY, loadConfig, type Config } from './config.js'
 import { createHandler, createHandlerMetrics, type Handler } from './handler.js'
@@ -94,10 +94,17 @@ function serve(
     collectMetrics: connectWorkerMetrics?.(metrics),
   })
   const server = createHttpServer(config, handler, tlsModule && tlsPair && { module: tlsModule, pair: tlsPair })
+  const dropHandshakes = tlsModule === undefined ? undefined : tlsModule.trackHandshakes(server as HttpsServer)
   server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
-    const status = answerClientError(error, socket)
-    if (status !== 0) metrics.recordClientError(status)
+    const answer = answerClientError(error, socket)
+    if (answer === undefined) return
+    metrics.recordClientError(answer.status)
+    // Nothing of the request is known, not even its method: the line has what there is.
+    const { status, requestId, reason } = answer
+    log.access({ method: undefined, path: undefined, status, ms: 0, keyId: undefined, reason, client: (socket as Socket).remoteAddress ?? '', requestId })
   })
+  // Unknown `Expect` values reach the handler, which answers 417 with keygate's headers and logs it.
+  server.on('checkExpectation', handler)
   server.on('error', (error: NodeJS.ErrnoException) => exitOnListenError(error, config, log))
   server.listen(config.port, config.host, () => {
     const { port } = server.address() as AddressInfo
@@ -117,7 +124,7 @@ function serve(
       if (stopping) return // Ctrl-C reaches a whole process group: the primary forwards it again
       stopping = true
       reloader?.close()
-      shutdown(server, log, config.shutdownTimeoutMs, signal)
+      shutdown(server, log, config.shutdownTimeoutMs, signal, dropHandshakes)
     })
   }
 }
@@ -130,6 +137,8 @@ function createThrottleFor(config: Config): Throttle | undefined {
 /** An HTTP server, or HTTPS when the pair is given, with the configured timeouts; it does not listen yet. */
 function createHttpServer(config: Config, handler: Handler, tls: { module: TlsModule; pair: TlsPair } | undefined): Server {
   const options: ServerOptions = {
+    // The handler answers a missing Host itself (400 with keygate's headers, logged and counted).
+    requireHostHeader: false,
     headersTimeout: config.headersTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,
@@ -189,8 +198,10 @@ function urlOf(config: Config, port: number): string {
  * keep-alive connections a short grace to send their next request, closes idle ones, then exits 0;
  * exit 1 when `timeoutMs` passes first.
  */
-function shutdown(server: Server, log: Logger, timeoutMs: number, signal: NodeJS.Signals): void {
+function shutdown(server: Server, log: Logger, timeoutMs: number, signal: NodeJS.Signals, dropHandshakes?: () => void): void {
   log.info('shutting down', { signal, timeoutMs })
+  // A TLS connection still in its handshake has sent no request: nothing is lost by closing it.
+  dropHandshakes?.()
   server.prependListener('request', (_req, res) => res.setHeader('connection', 'close'))
   const exit = (code: number): never => {
     log.flush()

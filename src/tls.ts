@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import type { RequestListener, ServerOptions } from 'node:http'
 import { createServer, type Server as HttpsServer } from 'node:https'
-import { createSecureContext as createTlsContext } from 'node:tls'
+import type { Socket } from 'node:net'
+import { createSecureContext as createTlsContext, type TLSSocket } from 'node:tls'
 import { ConfigError } from './config.js'
 import type { Logger } from './log.js'
 
@@ -47,7 +48,26 @@ export function loadTlsPair({ certFile, keyFile }: TlsFiles): TlsPair {
 
 /** An HTTPS server with the pair, TLS 1.2 or newer, and the given HTTP options; it does not listen yet. */
 export function createHttpsServer(options: ServerOptions, handler: RequestListener, pair: TlsPair): HttpsServer {
-  return createServer({ ...options, cert: pair.cert, key: pair.key, minVersion: MIN_TLS_VERSION }, handler)
+  return createServer({ ...options, handshakeTimeout: options.headersTimeout, cert: pair.cert, key: pair.key, minVersion: MIN_TLS_VERSION }, handler)
+}
+
+/**
+ * Tracks connections whose TLS handshake has not finished; the returned function destroys them.
+ * On shutdown they are never going to carry a request, and would hold the drain open until their
+ * handshake times out.
+ */
+export function trackHandshakes(server: HttpsServer): () => void {
+  const pending = new Set<Socket>()
+  const done = (tls: TLSSocket) => pending.delete((tls as TLSSocket & { _parent?: Socket })._parent as Socket)
+  server.on('connection', (raw: Socket) => {
+    pending.add(raw)
+    raw.once('close', () => pending.delete(raw))
+  })
+  server.on('secureConnection', done)
+  server.on('tlsClientError', (_error, tls) => done(tls))
+  return () => {
+    for (const raw of pending) raw.destroy()
+  }
 }
 
 /** Re-reads the pair and swaps it into `server`; an invalid pair keeps the old one and logs an error. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { connect, type Socket } from 'node:net'
 import { test } from 'node:test'
-import { TEST_KEY, rawRequest, startServerProcess, waitFor } from './helpers.js'
+import { TEST_KEY, logLines, rawRequest, startServerProcess, waitFor, type Child } from './helpers.js'
 
 const MIB = 1024 * 1024
 
@@ -17,12 +17,46 @@ function parse(answer: string): { status: number; body: string } {
   return { status: Number(/^HTTP\/1\.1 (\d{3}) /.exec(answer)?.[1]), body: answer.slice(answer.indexOf('\r\n\r\n') + 4) }
 }
 
-test('64 KiB of headers get 431 with a JSON body, and the server still answers others', async (t) => {
-  const { url } = await startServerProcess(t, { API_KEY: TEST_KEY })
+/** Waits for the access line of the answer's request id, and checks it says `status`. */
+async function assertLogged(child: Child, answer: string, status: number, reason: string): Promise<void> {
+  const requestId = /\r\nx-request-id: ([^\r]+)\r\n/i.exec(answer)?.[1]
+  assert.ok(requestId !== undefined, 'the answer has an X-Request-Id')
+  const line = await waitFor('the access line', () => logLines(child).find((entry) => entry.requestId === requestId))
+  assert.equal(line.msg, 'request')
+  assert.equal(line.status, status)
+  assert.equal(line.reason, reason)
+  assert.equal(line.client, '127.0.0.1')
+}
+
+test('64 KiB of headers get 431 with a JSON body, logged, and the server still answers others', async (t) => {
+  const { child, url } = await startServerProcess(t, { API_KEY: TEST_KEY })
   const answer = await rawRequest(url, `GET /data HTTP/1.1\r\nHost: x\r\nX-Padding: ${'a'.repeat(64 * 1024)}\r\n\r\n`)
   assert.deepEqual(parse(answer), { status: 431, body: '{"error":"Request Header Fields Too Large"}' })
   assert.match(answer, /\r\ncontent-type: application\/json; charset=utf-8\r\n/)
+  await assertLogged(child, answer, 431, 'headers_too_large')
   assert.equal(await dataStatus(url), 200)
+})
+
+for (const [name, request, status, body, reason] of [
+  ['HTTP/1.1 without Host', 'GET /data HTTP/1.1\r\nAuthorization: x\r\n\r\n', 400, '{"error":"Bad Request"}', 'malformed'],
+  ['an Expect other than 100-continue', 'GET /data HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n', 417, '{"error":"Expectation Failed"}', 'expectation_failed'],
+] as const) {
+  test(`${name} gets ${status} with keygate's headers and JSON body, logged and counted`, async (t) => {
+    const { child, url } = await startServerProcess(t, { API_KEY: TEST_KEY })
+    const answer = await rawRequest(url, request)
+    assert.deepEqual(parse(answer), { status, body })
+    assert.match(answer, /\r\ncache-control: no-store\r\n/i)
+    assert.match(answer, /\r\nx-content-type-options: nosniff\r\n/i)
+    await assertLogged(child, answer, status, reason)
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: TEST_KEY } })).text()
+    assert.match(metrics, new RegExp(`keygate_requests_total\\{route="data",status="${status}"\\} 1\n`))
+  })
+}
+
+test('HTTP/1.0 without Host is still served', async (t) => {
+  const { url } = await startServerProcess(t, { API_KEY: TEST_KEY })
+  const answer = await rawRequest(url, `GET /data HTTP/1.0\r\nAuthorization: ${TEST_KEY}\r\n\r\n`)
+  assert.equal(Number(/^HTTP\/1\.1 (\d{3}) /.exec(answer)?.[1]), 200)
 })
 
 for (const [name, request, status, body] of [
@@ -31,9 +65,11 @@ for (const [name, request, status, body] of [
   ['a bad Content-Length', 'POST /data HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n', 400, '{"error":"Bad Request"}'],
   ['both Content-Length and chunked', 'POST /data HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, '{"error":"Bad Request"}'],
 ] as const) {
-  test(`malformed HTTP (${name}) gets ${status} with a JSON body`, async (t) => {
-    const { url } = await startServerProcess(t, { API_KEY: TEST_KEY })
-    assert.deepEqual(parse(await rawRequest(url, request)), { status, body })
+  test(`malformed HTTP (${name}) gets ${status} with a JSON body, and an access line`, async (t) => {
+    const { child, url } = await startServerProcess(t, { API_KEY: TEST_KEY })
+    const answer = await rawRequest(url, request)
+    assert.deepEqual(parse(answer), { status, body })
+    await assertLogged(child, answer, status, 'malformed')
     assert.equal(await dataStatus(url), 200)
   })
 }
@@ -152,8 +188,8 @@ test('KEEP_ALIVE_TIMEOUT_MS: an idle keep-alive connection is closed by the serv
   assert.ok(Date.now() - idleSince >= 250, `closed after ${Date.now() - idleSince} ms`)
 })
 
-test('REQUEST_TIMEOUT_MS: a body that never finishes gets 408 and the connection is closed', async (t) => {
-  const { url } = await startServerProcess(t, { API_KEY: TEST_KEY, HEADERS_TIMEOUT_MS: '200', REQUEST_TIMEOUT_MS: '500' })
+test('REQUEST_TIMEOUT_MS: a body that never finishes gets 408, logged, and the connection is closed', async (t) => {
+  const { child, url } = await startServerProcess(t, { API_KEY: TEST_KEY, HEADERS_TIMEOUT_MS: '200', REQUEST_TIMEOUT_MS: '500' })
   const socket = connect(Number(new URL(url).port), '127.0.0.1')
   t.after(() => socket.destroy())
   let answer = ''
@@ -163,5 +199,6 @@ test('REQUEST_TIMEOUT_MS: a body that never finishes gets 408 and the connection
   socket.write('POST /auth HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a part')
   await closed
   assert.deepEqual(parse(answer), { status: 408, body: '{"error":"Request Timeout"}' })
+  await assertLogged(child, answer, 408, 'timeout')
   assert.equal(await dataStatus(url), 200)
 })

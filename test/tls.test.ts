@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect as netConnect } from 'node:net'
 import { request } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -115,4 +116,37 @@ test('dist/server.js and its bundle run alone: with TLS and two workers, next to
   const { url } = await startServerProcess(t, env, join(dir, 'server.js'), dir)
   assert.match(url, /^https:/)
   assert.deepEqual(await httpsGet(url, '/data', { authorization: TEST_KEY }), { status: 200, body: '{"message":"Here is your data"}' })
+})
+
+/** Open descriptors of a process (Linux /proc). */
+const openFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length
+
+test('HTTPS: connections that never start the handshake are closed after HEADERS_TIMEOUT_MS and leak no descriptor', async (t) => {
+  const { child, url } = await startServerProcess(t, {
+    API_KEY: TEST_KEY, TLS_CERT_FILE: CERT_A, TLS_KEY_FILE: KEY_A, HEADERS_TIMEOUT_MS: '300', REQUEST_TIMEOUT_MS: '600',
+  })
+  const pid = child.process.pid as number
+  const before = openFds(pid)
+  const sockets = Array.from({ length: 20 }, () => netConnect(Number(new URL(url).port), '127.0.0.1').on('error', () => {}))
+  t.after(() => sockets.forEach((socket) => socket.destroy()))
+  // Each silent socket must be closed by the server itself: before the fix, none ever was.
+  await Promise.all(sockets.map((socket) => Promise.race([
+    once(socket, 'close'),
+    new Promise((_, reject) => setTimeout(() => reject(new Error('the server kept a silent TLS connection open')), 5000).unref()),
+  ])))
+  await waitFor('the descriptors to be released', () => (openFds(pid) <= before ? true : undefined), 5000)
+  assert.equal((await httpsGet(url, '/data', { authorization: TEST_KEY })).status, 200)
+})
+
+test('HTTPS: SIGTERM with a connection stuck before its handshake still drains and exits 0', async (t) => {
+  const { child, url } = await startServerProcess(t, {
+    API_KEY: TEST_KEY, TLS_CERT_FILE: CERT_A, TLS_KEY_FILE: KEY_A, SHUTDOWN_TIMEOUT_MS: '5000',
+  })
+  const silent = netConnect(Number(new URL(url).port), '127.0.0.1').on('error', () => {})
+  t.after(() => silent.destroy())
+  await once(silent, 'connect')
+  await waitFor('the server to hold the connection', () => (openFds(child.process.pid as number) > 0 ? true : undefined))
+  child.process.kill('SIGTERM')
+  // Before the fix the drain waited for the shutdown timeout and exited 1.
+  assert.equal(await child.exited, 0)
 })
