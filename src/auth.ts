@@ -20,7 +20,8 @@ const INVALID: AuthResult = Object.freeze({ ok: false, reason: 'invalid' })
  */
 export function extractCredential(headers: IncomingHttpHeaders): string | undefined {
   const authorization = headers.authorization
-  if (authorization) {
+  // An embedding app may have set a header to something else than a string: that is no key.
+  if (typeof authorization === 'string' && authorization !== '') {
     if (!isBearer(authorization)) return authorization
     let start = 7
     while (authorization.charCodeAt(start) === 32) start++
@@ -46,7 +47,7 @@ function isBearer(value: string): boolean {
  * `nowMs` is read from the clock only for a key that expires.
  */
 export function authenticate(keys: KeyStore, req: IncomingMessage, nowMs?: number): AuthResult {
-  const credential = extractCredential(req.headers)
+  const credential = req?.headers === undefined || req.headers === null ? undefined : extractCredential(req.headers)
   if (credential === undefined) return MISSING
   const record = keys.lookup(credential)
   if (record === undefined) return INVALID

@@ -2,7 +2,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { isValidKey, isValidKeyId, tryCreateKeyStore, type KeyEntry } from './keys.js'
-import { KeysFileError, loadKeysFile } from './keys-file.js'
+import { EXPIRY_WARNING_DAYS, expiryMsOf, findingsOf, KeysFileError, loadKeysFile } from './keys-file.js'
 import { generateKey } from './keygen.js'
 import { VERSION } from './version.js'
 
@@ -33,7 +33,6 @@ const OPTIONS: Record<string, ParseArgsConfig['options']> = {
   check: {},
 }
 
-const DAY_MS = 86_400_000
 const MAX_STDIN_BYTES = 64 * 1024
 // `check` lists this many problems, then a count: a file with 150,000 typos needs no 150,000 lines.
 const MAX_LISTED_PROBLEMS = 100
@@ -110,15 +109,12 @@ function check(file: string): number {
 }
 
 function summarize(file: string, entries: KeyEntry[], now: number): string {
-  const expiry = (entry: KeyEntry) => (entry.expiresAt === undefined ? Infinity : new Date(entry.expiresAt).getTime())
-  const label = (entry: KeyEntry) => `${entry.id} (${new Date(expiry(entry)).toISOString()})`
-  const expired = entries.filter((entry) => expiry(entry) <= now)
-  const soon = entries.filter((entry) => expiry(entry) > now && expiry(entry) <= now + 30 * DAY_MS)
-  const plain = entries.filter((entry) => entry.key !== undefined)
+  const label = (entry: KeyEntry) => `${entry.id} (${new Date(expiryMsOf(entry)).toISOString()})`
+  const { expired, expiringSoon, plainText } = findingsOf(entries, now)
   const lines = [`${file}: OK, ${entries.length} key${entries.length === 1 ? '' : 's'}`]
   if (expired.length > 0) lines.push(`  expired: ${expired.map(label).join(', ')}`)
-  if (soon.length > 0) lines.push(`  expiring within 30 days: ${soon.map(label).join(', ')}`)
-  if (plain.length > 0) lines.push(`  plain-text keys (use sha256 instead): ${plain.map((entry) => entry.id).join(', ')}`)
+  if (expiringSoon.length > 0) lines.push(`  expiring within ${EXPIRY_WARNING_DAYS} days: ${expiringSoon.map(label).join(', ')}`)
+  if (plainText.length > 0) lines.push(`  plain-text keys (use sha256 instead): ${plainText.map((entry) => entry.id).join(', ')}`)
   return `${lines.join('\n')}\n`
 }
 

@@ -55,7 +55,8 @@ export function loadConfig(env: Env, cpuCount = 1): { config: Config; warnings: 
     demo,
     headersTimeoutMs: readInteger(env, 'HEADERS_TIMEOUT_MS', 10_000, 1, 3_600_000),
     requestTimeoutMs: readInteger(env, 'REQUEST_TIMEOUT_MS', 30_000, 0, 3_600_000),
-    keepAliveTimeoutMs: readInteger(env, 'KEEP_ALIVE_TIMEOUT_MS', 5_000, 0, 3_600_000),
+    // 0 would mean "never close an idle connection" to node:http: refused, not passed on.
+    keepAliveTimeoutMs: readInteger(env, 'KEEP_ALIVE_TIMEOUT_MS', 5_000, 1, 3_600_000),
     shutdownTimeoutMs: readInteger(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 3_600_000),
     logLevel: readLogLevel(env),
     trustProxy: readInteger(env, 'TRUST_PROXY', 0, 0, 100),
@@ -72,6 +73,23 @@ export function loadConfig(env: Env, cpuCount = 1): { config: Config; warnings: 
     )
   }
   return { config, warnings }
+}
+
+/** The settings that matter to an operator, for one line at startup: no key, no secret. */
+export function settingsOf(config: Config): Record<string, string | number | boolean | undefined> {
+  return {
+    keys: config.keysFile !== undefined ? `file ${config.keysFile}${config.apiKey !== undefined ? ' + API_KEY' : ''}` : config.demo ? 'demo key' : 'API_KEY',
+    throttle: config.authFailLimit === 0 ? 'off' : `${config.authFailLimit} failures per ${config.authFailWindowS} s, ${config.throttleMaxClients} clients tracked`,
+    trustProxy: config.trustProxy,
+    workers: config.workers,
+    tls: config.tls !== undefined,
+    host: config.host,
+    logLevel: config.logLevel,
+    headersTimeoutMs: config.headersTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+  }
 }
 
 function readInteger(env: Env, name: string, fallback: number, min: number, max: number): number {

@@ -7,7 +7,7 @@ import type { KeyStore } from './keys.js'
 import { silentLogger, type Logger } from './log.js'
 import { FAILURE_REASONS, ROUTE_NAMES, createMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
 import { requestIdOf, sendReply } from './respond.js'
-import { createRoutes, EXPECTATION_FAILED, MALFORMED, REPLY, type Context, type Outcome, type RouteEntry } from './routes.js'
+import { claimedVariant, createRoutes, EXPECTATION_FAILED, MALFORMED, REPLY, resolveRoutePaths, type Context, type Outcome, type RouteEntry, type RoutePaths } from './routes.js'
 import type { Throttle } from './throttle.js'
 
 export interface HandlerOptions {
@@ -23,6 +23,11 @@ export interface HandlerOptions {
   metrics?: Metrics
   /** What `GET /metrics` shows. Default: this process's snapshot; a cluster worker asks for the whole server. */
   collectMetrics?: () => MetricsSnapshot | Promise<MetricsSnapshot>
+  /**
+   * The built-in routes this handler owns: each at another path, or `false` to leave that path to
+   * the host app. Default `{ data: '/data', healthz: '/healthz', auth: '/auth', metrics: '/metrics' }`.
+   */
+  routes?: RoutePaths
 }
 
 /** Connect/Express-style continuation: called for paths keygate does not own. */
@@ -38,7 +43,9 @@ export function createHandler(options: HandlerOptions): Handler {
   const { keys, log = silentLogger, throttle, trustProxy = 0 } = validateOptions(options)
   const metrics = options.metrics ?? createHandlerMetrics(keys, throttle, log)
   const localSnapshot = () => metrics.snapshot()
-  const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot)
+  const paths = resolveRoutePaths(options.routes)
+  const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot, paths)
+  const claimed = claimedVariant(paths)
   const logging = log.enabled('info')
 
   /** Counts and logs one answered request. */
@@ -66,7 +73,8 @@ export function createHandler(options: HandlerOptions): Handler {
     let path = target
     let entry = routes(target)
     if (entry === undefined) entry = routes((path = pathnameOf(target)))
-    if (entry === undefined && next !== undefined) return next()
+    // `/DATA` or `/data/` is not keygate's route, but a lenient host router may think it is its own `/data`.
+    if (entry === undefined && next !== undefined && !claimed(path)) return next()
     const context = new RequestContext(requestIdOf(req), req, trustProxy)
     // Before the body: a request HTTP forbids is answered without reading what it sends.
     const refused = refuseBadProtocol(req, res, context.requestId)
@@ -115,6 +123,12 @@ function validateOptions(options: HandlerOptions): HandlerOptions {
   if (options.log !== undefined && typeof options.log.info !== 'function') throw fail('log must be a logger from createLogger()')
   if (options.throttle !== undefined && typeof options.throttle.recordFailure !== 'function') {
     throw fail('throttle must come from createThrottle()')
+  }
+  if (options.routes !== undefined && (options.routes === null || typeof options.routes !== 'object')) throw fail('routes must be an object of paths')
+  try {
+    resolveRoutePaths(options.routes)
+  } catch (error) {
+    throw fail((error as Error).message)
   }
   const { trustProxy } = options
   if (trustProxy !== undefined && (!Number.isSafeInteger(trustProxy) || trustProxy < 0)) {

@@ -1,6 +1,21 @@
-/** keygate's public API for embedding in your own server. */
-export { createHandler, type Handler, type HandlerOptions, type Next } from './handler.js'
+/** keygate's public API for embedding in your own server: everything the server itself uses. */
+export { createHandler, createHandlerMetrics, type Handler, type HandlerOptions, type Next } from './handler.js'
+export type { RoutePaths } from './routes.js'
 export { createKeyStore, isValidKey, type KeyEntry, type KeyRecord, type KeyStore } from './keys.js'
+export {
+  createKeysFileStore,
+  createSwappableKeyStore,
+  KeysFileError,
+  loadKeysFile,
+  parseKeysFile,
+  startKeysFileReloads,
+  type KeysFileReloader,
+  type KeysFileStore,
+  type SwappableKeyStore,
+} from './keys-file.js'
 export { authenticate, extractCredential, type AuthFailure, type AuthResult } from './auth.js'
-export { createLogger, type Logger, type LoggerOptions, type LogLevel } from './log.js'
-export { createThrottle, type Throttle, type ThrottleOptions } from './throttle.js'
+export { clientAddressOf } from './client.js'
+export { createLogger, silentLogger, type Logger, type LoggerOptions, type LogLevel } from './log.js'
+export { createMetrics, renderMetrics, type Metrics, type MetricsGauges, type MetricsSnapshot } from './metrics.js'
+export { createThrottle, THROTTLE_DEFAULTS, throttleKeyOf, type Throttle, type ThrottleOptions } from './throttle.js'
+export { VERSION } from './version.js'

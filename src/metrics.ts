@@ -45,8 +45,11 @@ export interface Metrics {
   snapshot(): MetricsSnapshot
 }
 
-/** Creates the counters; `gauges` are read at each snapshot. */
-export function createMetrics(gauges: MetricsGauges): Metrics {
+const NO_GAUGES: MetricsGauges = { keysLoaded: () => 0, throttleClients: () => 0, logLinesDropped: () => 0 }
+
+/** Creates the counters; `gauges` are read at each snapshot (each defaults to 0). */
+export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
+  const read: MetricsGauges = { ...NO_GAUGES, ...gauges }
   const requests = new Float64Array(ROUTE_NAMES.length * STATUS_SLOTS)
   const failures = new Float64Array(FAILURE_REASONS.length)
   const clientErrors = new Float64Array(STATUS_SLOTS)
@@ -81,9 +84,9 @@ export function createMetrics(gauges: MetricsGauges): Metrics {
         durationSum: durationSum[0] as number,
         durationCount: buckets.reduce((sum, n) => sum + n, 0),
         keyReloads: { ...reloads },
-        keysLoaded: gauges.keysLoaded(),
-        throttleClients: gauges.throttleClients(),
-        logLinesDropped: gauges.logLinesDropped(),
+        keysLoaded: read.keysLoaded(),
+        throttleClients: read.throttleClients(),
+        logLinesDropped: read.logLinesDropped(),
         residentMemoryBytes: memory.rss,
         heapUsedBytes: memory.heapUsed,
         startTimeSeconds,

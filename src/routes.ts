@@ -52,12 +52,51 @@ export interface RouteEntry {
 /** Finds the route of an exact path, or `undefined`. */
 export type RouteTable = (path: string) => RouteEntry | undefined
 
+/** The built-in routes a handler owns, each at its path or turned off (`false`). */
+export type RoutePaths = Partial<Record<Exclude<RouteName, 'other'>, string | false>>
+const OWNED_ROUTES = ['data', 'healthz', 'auth', 'metrics'] as const
+const ROUTE_PATH = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/
+
+/** The paths of the routes a handler owns: the defaults (`/data` ...) with `paths` applied; throws a `TypeError`. */
+export function resolveRoutePaths(paths: RoutePaths = {}): Map<Exclude<RouteName, 'other'>, string> {
+  const resolved = new Map<Exclude<RouteName, 'other'>, string>()
+  for (const name of OWNED_ROUTES) {
+    const path = paths[name] ?? `/${name}`
+    if (path === false) continue
+    if (typeof path !== 'string' || !ROUTE_PATH.test(path)) throw new TypeError(`routes.${name} must be a path starting with "/" (no query) or false`)
+    if ([...resolved.values()].includes(path)) throw new TypeError(`routes.${name}: ${path} is already the path of another route`)
+    resolved.set(name, path)
+  }
+  return resolved
+}
+
+/**
+ * The spellings of an owned path that a host router may treat as that path (`/DATA`, `/data/`,
+ * `/%64ata`): keygate answers them with 404 itself, so that such a router never serves its own
+ * route of that name without a key.
+ */
+export function claimedVariant(paths: ReadonlyMap<string, string>): (path: string) => boolean {
+  const owned = new Set([...paths.values()].map(looseForm))
+  return (path) => owned.has(looseForm(path))
+}
+
+function looseForm(path: string): string {
+  let decoded = path
+  try {
+    decoded = decodeURIComponent(path)
+  } catch {
+    // a bad escape: compared as it is
+  }
+  return decoded.toLowerCase().replace(/\/+$/, '')
+}
+
 /** The route table. */
 export function createRoutes(
   keys: KeyStore,
   throttle: Throttle | undefined,
   collectMetrics: () => MetricsSnapshot | Promise<MetricsSnapshot>,
   localSnapshot: () => MetricsSnapshot,
+  paths: ReadonlyMap<Exclude<RouteName, 'other'>, string> = resolveRoutePaths(),
 ): RouteTable {
   /** Throttle check, then key check; sends the 429 or 401 itself. */
   const checkKey = (req: IncomingMessage, res: ServerResponse, context: Context): Outcome => {
@@ -114,8 +153,8 @@ export function createRoutes(
     }
     return outcome
   }
-  const entry = (name: RouteName, route: Route): RouteEntry => ({ path: `/${name}`, route, index: ROUTE_NAMES.indexOf(name) })
-  const table = [entry('data', requireKey(REPLY.data)), entry('healthz', open(REPLY.healthy)), entry('auth', forwardAuth), entry('metrics', scrape)]
+  const routes: Record<Exclude<RouteName, 'other'>, Route> = { data: requireKey(REPLY.data), healthz: open(REPLY.healthy), auth: forwardAuth, metrics: scrape }
+  const table = [...paths].map(([name, path]): RouteEntry => ({ path, route: routes[name], index: ROUTE_NAMES.indexOf(name) }))
   // Four comparisons, most ending at the length: cheaper than a Map, which would hash each request's new path string.
   return (path) => {
     for (const candidate of table) if (candidate.path === path) return candidate

@@ -4,10 +4,10 @@ import { createServer, type Server, type ServerOptions } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { availableParallelism } from 'node:os'
-import { ConfigError, DEMO_KEY, loadConfig, type Config } from './config.js'
+import { ConfigError, DEMO_KEY, loadConfig, settingsOf, type Config } from './config.js'
 import { createHandler, createHandlerMetrics, type Handler } from './handler.js'
-import { createKeyStore, type KeyStore } from './keys.js'
-import { createSwappableKeyStore, ENV_KEY_ID, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys-file.js'
+import { createKeyStore, type KeyEntry, type KeyStore } from './keys.js'
+import { createSwappableKeyStore, ENV_KEY_ID, keysFileWarnings, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys-file.js'
 import { createLogger, type Logger } from './log.js'
 import { answerClientError } from './respond.js'
 import { createThrottle, type Throttle } from './throttle.js'
@@ -51,11 +51,14 @@ async function main(): Promise<void> {
     process.stderr.write(`keygate: fatal error: ${error.stack ?? String(error)}\n`)
     process.exit(1)
   })
-  if (role?.primary !== false) for (const warning of warnings) log.warn(warning)
+  if (role?.primary !== false) {
+    for (const warning of warnings) log.warn(warning)
+    log.info('settings', settingsOf(config))
+  }
   const tlsModule = config.tls === undefined ? undefined : await import('./tls.js')
   if (role?.primary) {
     // Check keys and certificates once here, so a mistake is one line and exit 1, not a crash loop.
-    exitOnConfigError(() => loadKeys(config), log)
+    warnAboutKeys(config, exitOnConfigError(() => loadKeys(config), log), log)
     if (config.tls !== undefined) exitOnConfigError(() => tlsModule?.loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
     const { runPrimary } = await import('./cluster.js')
     return runPrimary(config, log, (port) => urlOf(config, port))
@@ -77,6 +80,7 @@ function serve(
   connectWorkerMetrics: typeof import('./cluster.js').connectWorkerMetrics | undefined,
 ): void {
   const loaded = exitOnConfigError(() => loadKeys(config), log)
+  if (connectWorkerMetrics === undefined) warnAboutKeys(config, loaded, log) // in a cluster, the primary has
   const keys = loaded.keys
   const tls = config.tls
   const tlsPair = tls === undefined || tlsModule === undefined ? undefined : exitOnConfigError(() => tlsModule.loadTlsPair(tls), log)
@@ -150,16 +154,24 @@ function createHttpServer(config: Config, handler: Handler, tls: { module: TlsMo
   return tls === undefined ? createServer(options, handler) : tls.module.createHttpsServer(options, handler, tls.pair)
 }
 
+type LoadedKeys =
+  | { keys: KeyStore; reload?: undefined; entries?: undefined }
+  | { keys: SwappableKeyStore; reload: { file: string; envKey?: string; initialText: string }; entries: KeyEntry[] }
+
 /** The key store for the configuration: the keys file (with what reloads need) plus `API_KEY`, or the demo key. */
-function loadKeys(config: Config):
-  | { keys: KeyStore; reload?: undefined }
-  | { keys: SwappableKeyStore; reload: { file: string; envKey?: string; initialText: string } } {
+function loadKeys(config: Config): LoadedKeys {
   if (config.keysFile === undefined) {
     const id = config.demo ? 'demo' : ENV_KEY_ID
     return { keys: createKeyStore([{ id, key: config.apiKey ?? DEMO_KEY }]) }
   }
-  const { store, text } = loadKeysFile(config.keysFile, config.apiKey)
-  return { keys: createSwappableKeyStore(store), reload: { file: config.keysFile, envKey: config.apiKey, initialText: text } }
+  const { store, text, entries } = loadKeysFile(config.keysFile, config.apiKey)
+  return { keys: createSwappableKeyStore(store), reload: { file: config.keysFile, envKey: config.apiKey, initialText: text }, entries }
+}
+
+/** One warning for each kind of key that deserves a look (what `keygate check` reports). */
+function warnAboutKeys(config: Config, loaded: LoadedKeys, log: Logger): void {
+  if (config.keysFile === undefined || loaded.entries === undefined) return
+  for (const warning of keysFileWarnings(config.keysFile, loaded.entries, Date.now())) log.warn(warning)
 }
 
 /** Runs `load`; a `ConfigError` (a user's mistake) becomes one stderr line and exit 1, anything else a crash. */

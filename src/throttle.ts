@@ -1,12 +1,16 @@
 /** Failed-attempt limiter: per-client fixed windows in a Map bounded by least-recent eviction. */
 
 export interface ThrottleOptions {
-  /** Failures within one window that block the client; 0 disables throttling (use no throttle). */
-  limit: number
-  windowMs: number
-  /** Clients tracked at most; past it the stalest is dropped (O(1)). */
-  maxClients: number
+  /** Failures within one window that block the client (default 20, as `AUTH_FAIL_LIMIT`). */
+  limit?: number
+  /** Length of a client's window (default 60,000 ms, as `AUTH_FAIL_WINDOW_S=60`). */
+  windowMs?: number
+  /** Clients tracked at most; past it the stalest is dropped in O(1) (default 100,000, as `THROTTLE_MAX_CLIENTS`). */
+  maxClients?: number
 }
+
+/** The server's defaults, also the library's. */
+export const THROTTLE_DEFAULTS = { limit: 20, windowMs: 60_000, maxClients: 100_000 } as const
 
 export interface Throttle {
   /** Clients tracked now (never more than `maxClients`). */
@@ -22,10 +26,11 @@ interface Window {
   endsMs: number
 }
 
-/** Creates a throttle; throws a `RangeError` naming a bad option. */
-export function createThrottle({ limit, windowMs, maxClients }: ThrottleOptions): Throttle {
+/** Creates a throttle with the server's defaults for what `options` leaves out; throws a `TypeError` naming a bad option. */
+export function createThrottle(options: ThrottleOptions = {}): Throttle {
+  const { limit, windowMs, maxClients } = { ...THROTTLE_DEFAULTS, ...definedOnly(options) }
   for (const [name, value] of [['limit', limit], ['windowMs', windowMs], ['maxClients', maxClients]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`createThrottle: ${name} must be a positive integer, got ${value}`)
+    if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`createThrottle: ${name} must be a positive integer, got ${String(value)}`)
   }
   // A Map iterates in insertion order: re-inserting on every failure keeps the stalest first.
   const windows = new Map<string, Window>()
@@ -51,6 +56,11 @@ export function createThrottle({ limit, windowMs, maxClients }: ThrottleOptions)
       if (windows.size > maxClients) windows.delete(windows.keys().next().value as string)
     },
   }
+}
+
+function definedOnly(options: ThrottleOptions): ThrottleOptions {
+  if (options === null || typeof options !== 'object') throw new TypeError('createThrottle: options must be an object')
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
 }
 
 /**

@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { test } from 'node:test'
-import { authenticate, createHandler, createKeyStore, createLogger, type KeyStore } from '../dist/index.js'
-import { TEST_KEY, listen, startKeygate } from './helpers.js'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import {
+  authenticate, createHandler, createKeyStore, createKeysFileStore, createLogger, createMetrics, createThrottle,
+  KeysFileError, renderMetrics, THROTTLE_DEFAULTS, type KeyStore,
+} from '../dist/index.js'
+import { DIST_DIR, TEST_KEY, listen, startKeygate, waitFor } from './helpers.js'
 
 const keys = createKeyStore([{ id: 'svc', key: TEST_KEY }])
 
@@ -131,4 +138,82 @@ test('the access log has one line per request, with key id or reason, and never 
   const text = lines.join('')
   assert.ok(!text.includes(TEST_KEY), 'a key reached the log')
   assert.ok(!text.includes('wrong-secret-guess'), 'a presented credential reached the log')
+})
+
+test('spellings a lenient host router would take for /data never reach next(): keygate answers 404', async (t) => {
+  const keygate = createHandler({ keys })
+  const reachedNext: string[] = []
+  const { url } = await listen(t, (req, res) => keygate(req, res, () => {
+    reachedNext.push(req.url ?? '')
+    res.writeHead(200).end('host route without a key')
+  }))
+  for (const path of ['/DATA', '/data/', '/Data?x=1', '/data//', '/%64ata', '/METRICS', '/Healthz/']) {
+    const res = await fetch(`${url}${path}`)
+    assert.equal(res.status, 404, path)
+    assert.deepEqual(await res.json(), { error: 'Not Found' })
+  }
+  assert.deepEqual(reachedNext, [])
+})
+
+test('routes: built-in routes can move or be left to the host app', async (t) => {
+  const keygate = createHandler({ keys, routes: { healthz: '/_keygate/healthz', metrics: false } })
+  const { url } = await listen(t, (req, res) => keygate(req, res, () => res.writeHead(200).end(`host ${req.url}`)))
+  assert.equal(await (await fetch(`${url}/metrics`)).text(), 'host /metrics')
+  assert.equal(await (await fetch(`${url}/healthz`)).text(), 'host /healthz')
+  assert.deepEqual(await (await fetch(`${url}/_keygate/healthz`)).json(), { status: 'ok' })
+  assert.equal((await fetch(`${url}/data`, { headers: { authorization: TEST_KEY } })).status, 200)
+})
+
+for (const [routes, message] of [
+  [{ data: 'data' }, /routes\.data must be a path/],
+  [{ metrics: '/data' }, /routes\.metrics: \/data is already the path of another route/],
+  [{ auth: 42 }, /routes\.auth must be a path/],
+] as const) {
+  test(`createHandler refuses routes ${JSON.stringify(routes)} with a TypeError naming it`, () => {
+    assert.throws(() => createHandler({ keys, routes: routes as never }), { name: 'TypeError', message: message })
+  })
+}
+
+test('authenticate never throws, whatever the headers hold', () => {
+  const fake = (headers: unknown) => ({ headers }) as IncomingMessage
+  assert.deepEqual(authenticate(keys, fake({ authorization: ['a', 'b'] })), { ok: false, reason: 'missing' })
+  assert.deepEqual(authenticate(keys, fake({ authorization: 42 })), { ok: false, reason: 'missing' })
+  assert.deepEqual(authenticate(keys, fake(undefined)), { ok: false, reason: 'missing' })
+  assert.deepEqual(authenticate(keys, fake({ authorization: 42, 'x-api-key': TEST_KEY })), { ok: true, keyId: 'svc' })
+})
+
+test('createThrottle() has the server defaults: 20 failures per 60 s', () => {
+  const throttle = createThrottle()
+  for (let i = 0; i < 19; i++) throttle.recordFailure('10.0.0.1', 0)
+  assert.equal(throttle.retryAfterS('10.0.0.1', 0), 0)
+  throttle.recordFailure('10.0.0.1', 0)
+  assert.equal(throttle.retryAfterS('10.0.0.1', 0), 60)
+  assert.deepEqual(THROTTLE_DEFAULTS, { limit: 20, windowMs: 60_000, maxClients: 100_000 })
+  assert.throws(() => createThrottle({ maxClients: -1 }), { name: 'TypeError', message: /maxClients/ })
+})
+
+test('the library exports what the server uses: metrics, the keys file store with reloads', async (t) => {
+  const metrics = createMetrics()
+  const keygate = createHandler({ keys, metrics })
+  const { url } = await listen(t, keygate)
+  await (await fetch(`${url}/data`)).arrayBuffer()
+  assert.match(renderMetrics(metrics.snapshot()), /keygate_requests_total\{route="data",status="401"\} 1\n/)
+
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-embed-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'keys.json')
+  writeFileSync(file, JSON.stringify({ keys: [{ id: 'one', key: 'embedded-key-one-0123' }] }))
+  const store = createKeysFileStore(file)
+  t.after(() => store.close())
+  assert.equal(store.lookup('embedded-key-one-0123')?.id, 'one')
+  writeFileSync(file, JSON.stringify({ keys: [{ id: 'two', key: 'embedded-key-two-0123' }] }))
+  await waitFor('the reload', () => store.lookup('embedded-key-two-0123'))
+  assert.equal(store.lookup('embedded-key-one-0123'), undefined)
+  assert.throws(() => createKeysFileStore(join(dir, 'absent.json')), KeysFileError)
+})
+
+test('CommonJS can require() the package on this Node (>= 20.19)', () => {
+  const script = `const k = require(${JSON.stringify(join(DIST_DIR, 'index.js'))}); console.log(typeof k.createHandler, typeof k.createKeysFileStore)`
+  const result = spawnSync(process.execPath, ['--no-warnings', '-e', script], { encoding: 'utf8', timeout: 10_000 })
+  assert.equal(result.stdout.trim(), 'function function', result.stderr)
 })

@@ -260,3 +260,34 @@ test('startup with a file of 150,000 problems: exit 1 and one line with the firs
   assert.equal(lines.length, 1, child.stderr().slice(0, 500))
   assert.match(lines[0] ?? '', /^keygate: API_KEYS_FILE .*keys\[0\] \(id "k0"\): unknown field "hash".*\(and \d+ more problems\)$/)
 })
+
+test('startup warns, one line each, about expired, soon-expiring and plain-text keys, and logs its settings without secrets', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  const soon = new Date(Date.now() + 5 * 86_400_000).toISOString()
+  writeFileSync(file, keysJson(
+    hashed('fine', KEY_A),
+    { id: 'old', sha256: sha256('old-key-value'), expiresAt: '2020-01-01T00:00:00Z' },
+    { id: 'soon', sha256: sha256(KEY_B), expiresAt: soon },
+    { id: 'plain', key: KEY_C },
+  ))
+  const { child } = await startServerProcess(t, { API_KEYS_FILE: file, API_KEY: ENV_KEY, TRUST_PROXY: '1', AUTH_FAIL_LIMIT: '7' })
+  const warnings = logLines(child).filter((line) => line.level === 'warn').map((line) => String(line.msg))
+  assert.equal(warnings.length, 3, warnings.join('\n'))
+  assert.match(warnings[0] ?? '', /1 expired key\(s\), refused: old$/)
+  assert.match(warnings[1] ?? '', /1 key\(s\) expire within 30 days: soon$/)
+  assert.match(warnings[2] ?? '', /1 plain-text key\(s\), use sha256 instead: plain$/)
+  const settings = logLines(child).filter((line) => line.msg === 'settings')
+  assert.equal(settings.length, 1)
+  assert.equal(settings[0]?.keys, `file ${file} + API_KEY`)
+  assert.equal(settings[0]?.throttle, '7 failures per 60 s, 100000 clients tracked')
+  assert.equal(settings[0]?.trustProxy, 1)
+  assert.equal(settings[0]?.workers, 1)
+  assertNoKeyMaterial(child)
+})
+
+test('startup warns about a keys file without keys', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  writeFileSync(file, keysJson())
+  const { child } = await startServerProcess(t, { API_KEYS_FILE: file, API_KEY: ENV_KEY })
+  assert.ok(logLines(child).some((line) => line.level === 'warn' && /has no keys/.test(String(line.msg))))
+})

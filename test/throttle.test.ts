@@ -44,7 +44,7 @@ test('tracks at most maxClients, dropping the stalest first', () => {
 })
 
 test('createThrottle names a bad option', () => {
-  assert.throws(() => createThrottle({ limit: 0, windowMs: 1000, maxClients: 1 }), { name: 'RangeError', message: /limit must be a positive integer/ })
+  assert.throws(() => createThrottle({ limit: 0, windowMs: 1000, maxClients: 1 }), { name: 'TypeError', message: /limit must be a positive integer/ })
   assert.throws(() => createThrottle({ limit: 1, windowMs: 0.5, maxClients: 1 }), /windowMs/)
   assert.throws(() => createThrottle({ limit: 1, windowMs: 1000, maxClients: -1 }), /maxClients/)
 })
