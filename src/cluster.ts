@@ -35,8 +35,12 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   }
   // Only workers that listen are asked for their counters: one still starting could not answer.
   const readyWorkers = () => liveWorkers().filter((worker) => listening.has(worker.id))
+  // A worker installs its SIGHUP handler before it listens: one still starting would be killed by
+  // the signal, so it gets the SIGHUP once it listens instead.
+  const owedSighup = new Set<number>()
   cluster.on('listening', (worker, address) => {
     listening.add(worker.id)
+    if (owedSighup.delete(worker.id)) worker.process.kill('SIGHUP')
     if (announced) log.info('worker ready', { workerPid: worker.process.pid, worker: worker.id })
     if (!announced && listening.size >= config.workers) {
       announced = true
@@ -45,6 +49,7 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   })
   cluster.on('exit', (worker, code, signal) => {
     listening.delete(worker.id)
+    owedSighup.delete(worker.id)
     if (stopping) return exitWhenAllGone(code)
     log.warn('worker died', { workerPid: worker.process.pid, code, signal: signal ?? undefined })
     const now = Date.now()
@@ -70,8 +75,12 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   }
 
   process.on('SIGHUP', () => {
-    log.info('forwarding SIGHUP to workers', { workers: liveWorkers().length })
-    for (const worker of liveWorkers()) worker.process.kill('SIGHUP')
+    const workers = liveWorkers()
+    log.info('forwarding SIGHUP to workers', { workers: workers.length })
+    for (const worker of workers) {
+      if (listening.has(worker.id)) worker.process.kill('SIGHUP')
+      else owedSighup.add(worker.id)
+    }
   })
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => {

@@ -9,6 +9,7 @@ import { createHandler, createHandlerMetrics, type Handler } from './handler.js'
 import { createKeyStore, type KeyEntry, type KeyStore } from './keys.js'
 import { createSwappableKeyStore, ENV_KEY_ID, keysFileWarnings, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys-file.js'
 import { createLogger, type Logger } from './log.js'
+import { normalizeAddress } from './client.js'
 import { answerClientError } from './respond.js'
 import { createThrottle, type Throttle } from './throttle.js'
 import type { TlsPair } from './tls.js'
@@ -105,7 +106,7 @@ function serve(
     metrics.recordClientError(answer.status)
     // Nothing of the request is known, not even its method: the line has what there is.
     const { status, requestId, reason } = answer
-    log.access({ method: undefined, path: undefined, status, ms: 0, keyId: undefined, reason, client: (socket as Socket).remoteAddress ?? '', requestId })
+    log.access({ method: undefined, path: undefined, status, ms: 0, keyId: undefined, reason, client: clientOfSocket(socket as Socket), requestId })
   })
   // Unknown `Expect` values reach the handler, which answers 417 with keygate's headers and logs it.
   server.on('checkExpectation', handler)
@@ -131,6 +132,11 @@ function serve(
       shutdown(server, log, config.shutdownTimeoutMs, signal, dropHandshakes)
     })
   }
+}
+
+function clientOfSocket(socket: Socket): string {
+  const peer = socket.remoteAddress ?? ''
+  return normalizeAddress(peer) ?? peer
 }
 
 function createThrottleFor(config: Config): Throttle | undefined {

@@ -304,3 +304,18 @@ for (const workers of ['1', '2']) {
     assert.ok(summary.connectionClose > 0, 'responses during the drain say Connection: close')
   })
 }
+
+test('WORKERS=2: a burst of SIGHUPs while the workers start kills none of them', async (t) => {
+  const child = runNode(t, { API_KEY: KEY, WORKERS: '2', PORT: '0' })
+  // The primary handles SIGHUP once it forks; the workers are then still starting.
+  await waitFor('the primary to fork', () => (logLines(child).filter((line) => line.msg === 'worker started').length >= 2 ? true : undefined))
+  for (let i = 0; i < 10 && !logLines(child).some((line) => line.msg === 'listening'); i++) {
+    child.process.kill('SIGHUP')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  const listening = await waitFor('the listening line', () => logLines(child).find((line) => line.msg === 'listening'))
+  assert.equal(await status(String(listening.url)), 200)
+  assert.deepEqual(logLines(child).filter((line) => line.msg === 'worker died'), [])
+  child.process.kill('SIGTERM')
+  assert.equal(await child.exited, 0)
+})

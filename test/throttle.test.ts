@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import assert from 'node:assert/strict'
 import type { IncomingMessage } from 'node:http'
 import { test } from 'node:test'
@@ -79,8 +81,40 @@ for (const [name, trustProxy, forwarded, expected] of [
   ['the peer for an address with a port', 1, '198.51.100.7:443', '10.0.0.1'],
   ['the peer without the header', 1, undefined, '10.0.0.1'],
   ['an IPv6 entry', 1, ' 2001:db8::7 ', '2001:db8::7'],
+  ['an IPv6 entry in canonical form', 1, '2001:0DB8:0:0:0:0:0:7', '2001:db8::7'],
+  ['an IPv4-mapped entry as IPv4', 1, '::ffff:198.51.100.7', '198.51.100.7'],
+  ['an upper-case IPv4-mapped entry as IPv4', 1, '::FFFF:198.51.100.7', '198.51.100.7'],
+  ['a long-form IPv4-mapped entry as IPv4', 1, '0:0:0:0:0:ffff:198.51.100.7', '198.51.100.7'],
+  ['a hex IPv4-mapped entry as IPv4', 1, '::ffff:c633:6407', '198.51.100.7'],
+  ['an entry without its zone id', 1, `::ffff:198.51.100.7%${'z'.repeat(12_000)}`, '198.51.100.7'],
+  ['the peer for an over-long entry', 1, `${'0:'.repeat(40)}1`, '10.0.0.1'],
 ] as const) {
   test(`clientAddressOf gives ${name}`, () => {
     assert.equal(clientAddressOf(request('10.0.0.1', forwarded), trustProxy), expected)
   })
 }
+
+test('clientAddressOf normalises an IPv4-mapped peer, as node:http reports it on a dual-stack socket', () => {
+  assert.equal(clientAddressOf(request('::ffff:127.0.0.1'), 0), '127.0.0.1')
+})
+
+// A full collection before each reading, so that garbage does not count as kept.
+setFlagsFromString('--expose-gc')
+const collectGarbage = runInNewContext('gc') as () => void
+
+test('tracked clients do not keep their X-Forwarded-For header alive', () => {
+  // Each address comes from a 12 KB header: a slice of it would keep all 12 KB per client.
+  const throttle = createThrottle({ limit: 5, windowMs: 60_000, maxClients: 5_000 })
+  const padding = `${'203.0.113.1, '.repeat(1000)}`
+  collectGarbage()
+  const before = process.memoryUsage().heapUsed
+  for (let i = 0; i < 5_000; i++) {
+    const address = clientAddressOf(request('10.0.0.1', `${padding}198.151.${100 + Math.floor(i / 100)}.${100 + (i % 100)}`), 1)
+    throttle.recordFailure(throttleKeyOf(address), 0)
+  }
+  collectGarbage()
+  const grownMb = (process.memoryUsage().heapUsed - before) / 1e6
+  assert.equal(throttle.size, 5_000)
+  // Slices would hold 5,000 x 12 KB = 60 MB; own strings about 1 MB.
+  assert.ok(grownMb < 20, `heap grew by ${grownMb.toFixed(1)} MB for 5,000 tracked clients`)
+})
