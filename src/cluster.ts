@@ -1,54 +1,79 @@
-/** `WORKERS>1`: the primary that forks, restarts and signals workers; metrics summed over IPC. */
+/**
+ * `WORKERS>1`: the primary. It listens itself and hands each accepted connection to a worker, so
+ * that on shutdown it can stop accepting first and every connection it accepted is served; it
+ * forks, restarts and stops the workers, and sums their metrics over IPC. The worker's side is
+ * cluster-worker.ts.
+ */
 import cluster, { type Worker } from 'node:cluster'
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import type { Config } from './config.js'
+import { SCRAPE_DEADLINE_MS, type WorkerMessage as Message } from './cluster-worker.js'
 import type { Logger } from './log.js'
+import { sumSnapshots, type MetricsSnapshot } from './metrics.js'
 import { VERSION } from './version.js'
-import { sumSnapshots, type Metrics, type MetricsSnapshot } from './metrics.js'
 
 // More deaths than this within the window is a crash loop: restarting again would only spin.
 const CRASH_LOOP_DEATHS = 5
 const CRASH_LOOP_WINDOW_MS = 10_000
 const FIRST_RESTART_DELAY_MS = 100
 const MAX_RESTART_DELAY_MS = 5_000
-// How long the primary waits for every worker's counters before answering a scrape with those it has.
-export const SCRAPE_DEADLINE_MS = 1_000
 // After the drain deadline, workers still alive are killed; this is the margin for their own exit.
 const STOP_MARGIN_MS = 2_000
 
-type Message =
-  | { type: 'keygate:scrape'; id: number }
-  | { type: 'keygate:collect'; id: number }
-  | { type: 'keygate:snapshot'; id: number; snapshot: MetricsSnapshot }
-  | { type: 'keygate:scraped'; id: number; snapshot: MetricsSnapshot }
+// Connections accepted while no worker is ready (all restarting) wait, up to this many.
+const MAX_WAITING_CONNECTIONS = 1024
 
-/** Runs the primary: forks `config.workers` workers on one port and supervises them until a signal. */
-export function runPrimary(config: Config, log: Logger, urlOf: (port: number) => string): void {
+/** Runs the primary: listens on the port, forks `config.workers` workers and supervises them until a signal. */
+export function runPrimary(config: Config, log: Logger, urlOf: (port: number) => string, onListenError: (error: Error) => void): void {
   let stopping = false
   const deaths: number[] = []
-  const listening = new Set<number>()
+  const ready = new Set<number>()
+  // A worker installs its SIGHUP handler before it is ready: one still starting would be killed by
+  // the signal, so it gets the SIGHUP once it is ready instead.
+  const owedSighup = new Set<number>()
+  const waiting: Socket[] = []
+  let turn = 0
   let announced = false
+  const readyWorkers = () => liveWorkers().filter((worker) => ready.has(worker.id) && worker.isConnected())
 
+  let acceptedConnections = 0
+  const handOff = (socket: Socket) => {
+    const workers = readyWorkers()
+    if (workers.length === 0) return waiting.length < MAX_WAITING_CONNECTIONS ? void waiting.push(socket) : void socket.destroy()
+    const worker = workers[turn++ % workers.length] as Worker
+    worker.send({ type: 'keygate:connection' }, socket, (error: Error | null) => error && socket.destroy())
+  }
+  // Paused: the worker that gets the connection reads its first byte, not the primary.
+  const listener = createNetServer({ pauseOnConnect: true }, (socket) => {
+    acceptedConnections++
+    handOff(socket)
+  })
+  listener.on('error', onListenError)
+  const announce = () => {
+    if (announced || ready.size < config.workers || !listener.listening) return
+    announced = true
+    const { port } = listener.address() as AddressInfo
+    log.info('listening', { url: urlOf(port), version: VERSION, node: process.version, workers: config.workers, pid: process.pid })
+  }
+  listener.listen(config.port, config.host, announce)
+
+  const onReady = (worker: Worker) => {
+    ready.add(worker.id)
+    if (owedSighup.delete(worker.id)) worker.process.kill('SIGHUP')
+    if (announced) log.info('worker ready', { workerPid: worker.process.pid, worker: worker.id })
+    for (const socket of waiting.splice(0)) handOff(socket)
+    announce()
+  }
   const fork = () => {
     const worker = cluster.fork()
     log.info('worker started', { workerPid: worker.process.pid, worker: worker.id })
-    worker.on('message', (message: Message) => answerWorker(worker, message, readyWorkers, log))
+    worker.on('message', (message: Message) => {
+      if (message?.type === 'keygate:ready') onReady(worker)
+      else answerWorker(worker, message, readyWorkers, log)
+    })
   }
-  // Only workers that listen are asked for their counters: one still starting could not answer.
-  const readyWorkers = () => liveWorkers().filter((worker) => listening.has(worker.id))
-  // A worker installs its SIGHUP handler before it listens: one still starting would be killed by
-  // the signal, so it gets the SIGHUP once it listens instead.
-  const owedSighup = new Set<number>()
-  cluster.on('listening', (worker, address) => {
-    listening.add(worker.id)
-    if (owedSighup.delete(worker.id)) worker.process.kill('SIGHUP')
-    if (announced) log.info('worker ready', { workerPid: worker.process.pid, worker: worker.id })
-    if (!announced && listening.size >= config.workers) {
-      announced = true
-      log.info('listening', { url: urlOf(address.port), version: VERSION, node: process.version, workers: config.workers, pid: process.pid })
-    }
-  })
   cluster.on('exit', (worker, code, signal) => {
-    listening.delete(worker.id)
+    ready.delete(worker.id)
     owedSighup.delete(worker.id)
     if (stopping) return exitWhenAllGone(code)
     log.warn('worker died', { workerPid: worker.process.pid, code, signal: signal ?? undefined })
@@ -61,10 +86,10 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   })
 
   let cleanExits = true
-  const exitWhenAllGone = (code: number) => {
-    if (code !== 0) cleanExits = false
-    if (Object.keys(cluster.workers ?? {}).length > 0) return
-    log.info('stopped', { clean: cleanExits })
+  const exitWhenAllGone = (code: number | null) => {
+    if (code !== 0 && code !== null) cleanExits = false
+    if (liveWorkers().length > 0) return
+    log.info('stopped', { clean: cleanExits, acceptedConnections })
     process.exit(cleanExits ? 0 : 1)
   }
   const giveUp = () => {
@@ -78,23 +103,31 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
     const workers = liveWorkers()
     log.info('forwarding SIGHUP to workers', { workers: workers.length })
     for (const worker of workers) {
-      if (listening.has(worker.id)) worker.process.kill('SIGHUP')
+      if (ready.has(worker.id)) worker.process.kill('SIGHUP')
       else owedSighup.add(worker.id)
     }
   })
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(signal, () => {
-      if (stopping) return
-      stopping = true
-      log.info('shutting down workers', { signal, workers: liveWorkers().length })
-      for (const worker of liveWorkers()) worker.process.kill('SIGTERM')
-      setTimeout(() => {
-        log.error('workers did not stop in time: killing them', { timeoutMs: config.shutdownTimeoutMs })
-        for (const worker of liveWorkers()) worker.process.kill('SIGKILL')
-        process.exit(1)
-      }, config.shutdownTimeoutMs + STOP_MARGIN_MS).unref()
-    })
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return
+    stopping = true
+    log.info('shutting down workers', { signal, workers: liveWorkers().length })
+    // Accepting stops first: from now on a new connection is refused, never accepted and dropped.
+    listener.close()
+    for (const socket of waiting.splice(0)) socket.destroy() // no worker was ever ready for them
+    // IPC keeps order: each worker receives every connection handed to it before this message.
+    for (const worker of liveWorkers()) {
+      if (ready.has(worker.id) && worker.isConnected()) worker.send({ type: 'keygate:stop', signal })
+      else worker.process.kill('SIGKILL') // still starting: it holds no connection
+    }
+    if (liveWorkers().length === 0) exitWhenAllGone(0)
+    setTimeout(() => {
+      log.error('workers did not stop in time: killing them', { timeoutMs: config.shutdownTimeoutMs })
+      for (const worker of liveWorkers()) worker.process.kill('SIGKILL')
+      process.exit(1)
+    }, config.shutdownTimeoutMs + STOP_MARGIN_MS).unref()
   }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
   for (let i = 0; i < config.workers; i++) fork()
 }
 
@@ -126,31 +159,4 @@ function answerWorker(from: Worker, message: Message, readyWorkers: () => Worker
   const timer = setTimeout(done, SCRAPE_DEADLINE_MS)
   gatherings.set(id, { snapshots, expected: workers.length, done })
   for (const worker of workers) if (worker.isConnected()) worker.send({ type: 'keygate:collect', id })
-}
-
-/**
- * The worker's side: answers the primary's requests for this worker's counters, and returns the
- * `collectMetrics` that asks the primary for the whole server's (rejects after a deadline).
- */
-export function connectWorkerMetrics(metrics: Metrics): () => Promise<MetricsSnapshot> {
-  const waiting = new Map<number, (snapshot: MetricsSnapshot) => void>()
-  let nextId = 0
-  process.on('message', (message: Message) => {
-    if (message?.type === 'keygate:collect') process.send?.({ type: 'keygate:snapshot', id: message.id, snapshot: metrics.snapshot() })
-    if (message?.type === 'keygate:scraped') waiting.get(message.id)?.(message.snapshot)
-  })
-  return () =>
-    new Promise((resolve, reject) => {
-      const id = nextId++
-      const timer = setTimeout(() => {
-        waiting.delete(id)
-        reject(new Error('the primary did not answer the scrape'))
-      }, SCRAPE_DEADLINE_MS * 2)
-      waiting.set(id, (snapshot) => {
-        clearTimeout(timer)
-        waiting.delete(id)
-        resolve(snapshot)
-      })
-      process.send?.({ type: 'keygate:scrape', id })
-    })
 }

@@ -62,10 +62,9 @@ async function main(): Promise<void> {
     warnAboutKeys(config, exitOnConfigError(() => loadKeys(config), log), log)
     if (config.tls !== undefined) exitOnConfigError(() => tlsModule?.loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
     const { runPrimary } = await import('./cluster.js')
-    return runPrimary(config, log, (port) => urlOf(config, port))
+    return runPrimary(config, log, (port) => urlOf(config, port), (error) => exitOnListenError(error, config, log))
   }
-  const collectMetrics = role === undefined ? undefined : (await import('./cluster.js')).connectWorkerMetrics
-  serve(config, log, tlsModule, collectMetrics)
+  serve(config, log, tlsModule, role === undefined ? undefined : await import('./cluster-worker.js'))
 }
 
 async function clusterRole(): Promise<ClusterRole> {
@@ -78,10 +77,10 @@ function serve(
   config: Config,
   log: Logger,
   tlsModule: TlsModule | undefined,
-  connectWorkerMetrics: typeof import('./cluster.js').connectWorkerMetrics | undefined,
+  worker: typeof import('./cluster-worker.js') | undefined,
 ): void {
   const loaded = exitOnConfigError(() => loadKeys(config), log)
-  if (connectWorkerMetrics === undefined) warnAboutKeys(config, loaded, log) // in a cluster, the primary has
+  if (worker === undefined) warnAboutKeys(config, loaded, log) // in a cluster, the primary has
   const keys = loaded.keys
   const tls = config.tls
   const tlsPair = tls === undefined || tlsModule === undefined ? undefined : exitOnConfigError(() => tlsModule.loadTlsPair(tls), log)
@@ -96,7 +95,7 @@ function serve(
     throttle,
     trustProxy: config.trustProxy,
     metrics,
-    collectMetrics: connectWorkerMetrics?.(metrics),
+    collectMetrics: worker?.connectWorkerMetrics(metrics),
   })
   const server = createHttpServer(config, handler, tlsModule && tlsPair && { module: tlsModule, pair: tlsPair })
   const dropHandshakes = tlsModule === undefined ? undefined : tlsModule.trackHandshakes(server as HttpsServer)
@@ -110,28 +109,36 @@ function serve(
   })
   // Unknown `Expect` values reach the handler, which answers 417 with keygate's headers and logs it.
   server.on('checkExpectation', handler)
-  server.on('error', (error: NodeJS.ErrnoException) => exitOnListenError(error, config, log))
-  server.listen(config.port, config.host, () => {
-    const { port } = server.address() as AddressInfo
-    // In a cluster the primary announces the one URL; each worker says so at debug.
-    const fields = { url: urlOf(config, port), version: VERSION, node: process.version, keys: keys.size, pid: process.pid, ...(tlsPair && { certificateValidTo: tlsPair.validTo }) }
-    if (connectWorkerMetrics !== undefined) log.debug('worker listening', fields)
-    else log.info('listening', fields)
-  })
+  // Before the worker reports ready: the primary then forwards SIGHUP, which would kill a process without a handler.
   process.on('SIGHUP', () => {
     if (reloader === undefined && tls === undefined) log.info('SIGHUP: no API_KEYS_FILE or TLS certificate to reload')
     reloader?.reload('SIGHUP')
     if (tls !== undefined) tlsModule?.reloadTls(server as HttpsServer, tls, log)
   })
   let stopping = false
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(signal, () => {
-      if (stopping) return // Ctrl-C reaches a whole process group: the primary forwards it again
-      stopping = true
-      reloader?.close()
-      shutdown(server, log, config.shutdownTimeoutMs, signal, dropHandshakes)
-    })
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return
+    stopping = true
+    reloader?.close()
+    shutdown(server, log, config.shutdownTimeoutMs, signal, { dropHandshakes, whenDrained: intake?.whenDrained })
   }
+  const intake = worker?.acceptFromPrimary(server, stop)
+  if (intake === undefined) listen(server, config, log, { keys: keys.size, ...(tlsPair && { certificateValidTo: tlsPair.validTo }) })
+  // A worker stops when the primary says so, after the connections the primary handed it; a
+  // signal that reaches the whole process group (Ctrl-C, systemd) must not make it stop sooner.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => (intake === undefined ? stop(signal) : undefined))
+}
+
+// Connections this process accepted: the 'stopped' line says how many, to show that none was dropped.
+const accepted = { connections: 0 }
+
+function listen(server: Server, config: Config, log: Logger, fields: Record<string, string | number>): void {
+  server.on('connection', () => accepted.connections++)
+  server.on('error', (error: NodeJS.ErrnoException) => exitOnListenError(error, config, log))
+  server.listen(config.port, config.host, () => {
+    const { port } = server.address() as AddressInfo
+    log.info('listening', { url: urlOf(config, port), version: VERSION, node: process.version, ...fields, pid: process.pid })
+  })
 }
 
 function clientOfSocket(socket: Socket): string {
@@ -216,7 +223,13 @@ function urlOf(config: Config, port: number): string {
  * keep-alive connections a short grace to send their next request, closes idle ones, then exits 0;
  * exit 1 when `timeoutMs` passes first.
  */
-function shutdown(server: Server, log: Logger, timeoutMs: number, signal: NodeJS.Signals, dropHandshakes?: () => void): void {
+function shutdown(
+  server: Server,
+  log: Logger,
+  timeoutMs: number,
+  signal: NodeJS.Signals,
+  { dropHandshakes, whenDrained }: { dropHandshakes?: () => void; whenDrained?: (done: () => void) => void },
+): void {
   log.info('shutting down', { signal, timeoutMs })
   // A TLS connection still in its handshake has sent no request: nothing is lost by closing it.
   dropHandshakes?.()
@@ -225,12 +238,15 @@ function shutdown(server: Server, log: Logger, timeoutMs: number, signal: NodeJS
     log.flush()
     process.exit(code)
   }
-  // net.Server's close stops accepting without http.Server's closeIdleConnections(), which would
-  // cut a connection whose next request is already on its way.
-  NetServer.prototype.close.call(server, () => {
-    log.info('stopped', { signal })
+  const stopped = () => {
+    log.info('stopped', { signal, ...(whenDrained === undefined && { acceptedConnections: accepted.connections }) })
     exit(0)
-  })
+  }
+  // net.Server's close stops accepting without http.Server's closeIdleConnections(), which would
+  // cut a connection whose next request is already on its way. A cluster worker has no listening
+  // socket to close: the primary has stopped accepting, and it waits for its connections instead.
+  if (whenDrained === undefined) NetServer.prototype.close.call(server, stopped)
+  else whenDrained(stopped)
   const graceMs = Math.min(MAX_DRAIN_GRACE_MS, Math.floor(timeoutMs / 4))
   setTimeout(() => {
     server.closeIdleConnections()

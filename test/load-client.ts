@@ -1,7 +1,8 @@
 /**
  * A load generator for the shutdown tests, run as its own process:
- *   node load-client.js URL KEY CONNECTIONS
- * Each connection is a keep-alive socket sending GET /data back to back. It prints "flowing" once
+ *   node load-client.js URL KEY CONNECTIONS [storm]
+ * Each connection is a keep-alive socket sending GET /data back to back; with `storm`, each
+ * request opens a connection of its own instead (a storm of new connections, one request each). It prints "flowing" once
  * requests succeed, runs until a line arrives on stdin, then prints a JSON summary: every request
  * is completed (a whole 200 response), refused (its connection failed before the request was
  * written to it: refused, or reset while connecting) or lost (written, then no whole response).
@@ -11,7 +12,7 @@
  */
 import { Agent, request } from 'node:http'
 
-const [url = '', key = '', connections = '16'] = process.argv.slice(2)
+const [url = '', key = '', connections = '16', mode = 'keepalive'] = process.argv.slice(2)
 const EXPECTED = '{"message":"Here is your data"}'
 const summary = { completed: 0, refused: 0, resetBeforeSent: 0, lost: 0, lostOnNewConnection: 0, connectionClose: 0, lostErrors: [] as string[] }
 let stopping = false
@@ -50,7 +51,7 @@ function once(agent: Agent): Promise<void> {
 }
 
 async function connection(): Promise<void> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  const agent = new Agent({ keepAlive: mode !== 'storm', maxSockets: 1 })
   while (!stopping) {
     const refusedBefore = summary.refused
     await once(agent)
