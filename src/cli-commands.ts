@@ -2,7 +2,8 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { isValidKey, isValidKeyId, tryCreateKeyStore, type KeyEntry } from './keys.js'
-import { EXPIRY_WARNING_DAYS, expiryMsOf, findingsOf, KeysFileError, loadKeysFile } from './keys-file.js'
+import { KeysFileError, loadKeysFile } from './keys-file.js'
+import { EXPIRY_WARNING_DAYS, expiryMsOf, findingsOf } from './keys-findings.js'
 import { generateKey } from './keygen.js'
 import { VERSION } from './version.js'
 

@@ -241,50 +241,6 @@ export function summarizeProblems(problems: readonly string[], shown = LOGGED_PR
   return problems.length > shown ? `${head}; and ${problems.length - shown} more problems` : head
 }
 
-const DAY_MS = 86_400_000
-/** How far ahead an expiry is worth a warning. */
-export const EXPIRY_WARNING_DAYS = 30
-
-/** What deserves a look in a valid keys file: expired keys, keys expiring soon, plain-text keys. */
-export interface KeysFileFindings {
-  expired: KeyEntry[]
-  expiringSoon: KeyEntry[]
-  plainText: KeyEntry[]
-}
-
-/** Sorts the entries of a valid file into what `keygate check` and startup report. */
-export function findingsOf(entries: readonly KeyEntry[], nowMs: number): KeysFileFindings {
-  const soon = nowMs + EXPIRY_WARNING_DAYS * DAY_MS
-  const findings: KeysFileFindings = { expired: [], expiringSoon: [], plainText: [] }
-  for (const entry of entries) {
-    const expiry = expiryMsOf(entry)
-    if (expiry <= nowMs) findings.expired.push(entry)
-    else if (expiry <= soon) findings.expiringSoon.push(entry)
-    if (entry.key !== undefined) findings.plainText.push(entry)
-  }
-  return findings
-}
-
-export function expiryMsOf(entry: KeyEntry): number {
-  return entry.expiresAt === undefined ? Infinity : new Date(entry.expiresAt).getTime()
-}
-
-// A warning names a few ids, then a count: a million expired keys make one short line.
-const NAMED_IN_WARNING = 5
-
-/** One warning line for each kind of finding, and for a file without keys. */
-export function keysFileWarnings(file: string, entries: readonly KeyEntry[], nowMs: number): string[] {
-  const { expired, expiringSoon, plainText } = findingsOf(entries, nowMs)
-  const ids = (list: KeyEntry[]) =>
-    list.slice(0, NAMED_IN_WARNING).map((entry) => entry.id).join(', ') + (list.length > NAMED_IN_WARNING ? ` and ${list.length - NAMED_IN_WARNING} more` : '')
-  const warnings: string[] = []
-  if (entries.length === 0) warnings.push(`keys file ${file} has no keys: only API_KEY, if set, is accepted`)
-  if (expired.length > 0) warnings.push(`keys file ${file}: ${expired.length} expired key(s), refused: ${ids(expired)}`)
-  if (expiringSoon.length > 0) warnings.push(`keys file ${file}: ${expiringSoon.length} key(s) expire within ${EXPIRY_WARNING_DAYS} days: ${ids(expiringSoon)}`)
-  if (plainText.length > 0) warnings.push(`keys file ${file}: ${plainText.length} plain-text key(s), use sha256 instead: ${ids(plainText)}`)
-  return warnings
-}
-
 /** A keys file as a live store: what `createKeysFileStore` returns. */
 export interface KeysFileStore extends SwappableKeyStore, KeysFileReloader {}
 
