@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { canonicalPath } from '../../dist/http/canonical-path.js'
+
+for (const [raw, path] of [
+  ['/', '/'],
+  ['/data', '/data'],
+  ['/v1/invoices/', '/v1/invoices/'],
+  ['/v1/%61dmin', '/v1/admin'],
+  ['/caf%C3%A9', '/café'],
+  ['/a%25b', '/a%b'],
+  ['/a-b_c~d', '/a-b_c~d'],
+] as const) {
+  test(`canonical: ${raw} is ${path}`, () => {
+    const result = canonicalPath(raw)
+    assert.ok(result.ok, JSON.stringify(result))
+    assert.equal(result.path, path)
+  })
+}
+
+// The refusals forward-auth bypasses are made of (Traefik CVE-2025-32431, %2e and encoded-slash advisories, envoy CVE-2019-9901).
+for (const [raw, refusal] of [
+  ['data', 'not absolute'],
+  ['', 'not absolute'],
+  ['//data', 'empty segment'],
+  ['/v1//admin', 'empty segment'],
+  ['/v1//', 'empty segment'],
+  ['/v1/./admin', 'dot segment'],
+  ['/v1/../admin', 'dot segment'],
+  ['/v1/..', 'dot segment'],
+  ['/v1/%2e%2e/admin', 'forbidden escape'],
+  ['/v1/%2E/admin', 'forbidden escape'],
+  ['/v1%2Fadmin', 'forbidden escape'],
+  ['/v1%2fadmin', 'forbidden escape'],
+  ['/v1%5Cadmin', 'forbidden escape'],
+  ['/v1%3Badmin', 'forbidden escape'],
+  ['/v1/%00', 'forbidden escape'],
+  ['/v1/%1f', 'forbidden escape'],
+  ['/v1/%7F', 'forbidden escape'],
+  ['/v1\\admin', 'forbidden character'],
+  ['/v1;x=1/admin', 'forbidden character'],
+  ['/v1/admin;', 'forbidden character'],
+  ['/v1/\u0000', 'forbidden character'],
+  ['/v1/caf\u00e9', 'forbidden character'],
+  ['/v1/a b', 'forbidden character'],
+  ['/v1/%', 'bad escape'],
+  ['/v1/%4', 'bad escape'],
+  ['/v1/%zz', 'bad escape'],
+  ['/v1/%C3', 'bad escape'],
+] as const) {
+  test(`canonical: ${JSON.stringify(raw)} is refused (${refusal})`, () => {
+    assert.deepEqual(canonicalPath(raw), { ok: false, refusal })
+  })
+}
