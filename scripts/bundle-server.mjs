@@ -20,7 +20,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { createServer } from 'node:net'
-import { join } from 'node:path'
+import { join, posix } from 'node:path'
 import { Script } from 'node:vm'
 
 const DIST = new URL('../dist/', import.meta.url).pathname
@@ -39,6 +39,14 @@ function bindings(list) {
   return list.split(',').map((part) => part.trim()).filter(Boolean).map((part) => part.replace(/^(\S+) as (\S+)$/, '$1: $2')).join(', ')
 }
 
+/** `from` as imported by `file`, named from dist/ (`./http/paths.js`); `undefined` for a builtin or package. */
+function resolveLocal(file, from) {
+  if (!from.startsWith('./') && !from.startsWith('../')) return undefined
+  const name = posix.normalize(posix.join(posix.dirname(file), from))
+  if (name.startsWith('..')) fail(file, `import from outside dist/: ${from}`)
+  return `./${name}`
+}
+
 /** Rewrites one module's text; returns the new text, its exported names and the relative modules it loads. */
 function transform(file, text) {
   const exports = []
@@ -48,10 +56,11 @@ function transform(file, text) {
     if (line.startsWith('import ')) {
       const match = STATIC_IMPORT.exec(line) ?? fail(file, `unsupported import: ${line}`)
       const [, named, defaultName, from] = match
-      if (from.startsWith('./')) {
+      const local = resolveLocal(file, from)
+      if (local !== undefined) {
         if (defaultName !== undefined) fail(file, `default import of a module of ours: ${line}`)
-        loads.add(from)
-        return `const { ${bindings(named)} } = __load('${from}');`
+        loads.add(local)
+        return `const { ${bindings(named)} } = __load('${local}');`
       }
       if (!from.startsWith('node:')) fail(file, `import of a package: ${line}`)
       return defaultName !== undefined ? `const ${defaultName} = require('${from}');` : `const { ${bindings(named)} } = require('${from}');`
@@ -63,9 +72,10 @@ function transform(file, text) {
     }
     if (/\bimport\.meta\b/.test(line)) fail(file, 'import.meta means something else in a bundle')
     return line.replace(DYNAMIC_IMPORT, (_, from) => {
-      if (from.startsWith('./')) {
-        loads.add(from)
-        return `Promise.resolve(__load('${from}'))`
+      const local = resolveLocal(file, from)
+      if (local !== undefined) {
+        loads.add(local)
+        return `Promise.resolve(__load('${local}'))`
       }
       if (!from.startsWith('node:')) fail(file, `dynamic import of a package: ${from}`)
       return `Promise.resolve(__builtin('${from}'))`

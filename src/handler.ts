@@ -194,7 +194,7 @@ function logRequest(
     path: path.length > MAX_LOGGED_PATH ? path.slice(0, MAX_LOGGED_PATH) : path,
     status: res.statusCode,
     ms,
-    keyId: outcome?.keyId,
+    keyId: outcome?.keyId || undefined, // a public request has no key
     reason: outcome?.ok === false ? outcome.reason : undefined,
     client,
     requestId,

@@ -20,7 +20,9 @@ export class KeysFileError extends ConfigError {
 
 /** The id `API_KEY` gets; the keys file may not use it when `API_KEY` is set. */
 export const ENV_KEY_ID = 'env'
-const ENTRY_FIELDS = new Set(['id', 'key', 'sha256', 'expiresAt'])
+const ENTRY_FIELDS = new Set(['id', 'key', 'sha256', 'expiresAt', 'allow'])
+const TOP_LEVEL_FIELDS = new Set(['keys', 'defaults', 'public'])
+const DEFAULTS_FIELDS = new Set(['allow'])
 // Short words like `expiresat` or `name`; not long or mixed strings, which could be a pasted key.
 const QUOTABLE_FIELD_NAME = /^[A-Za-z]{1,12}[0-9]{0,3}$/
 
@@ -29,13 +31,16 @@ const QUOTABLE_FIELD_NAME = /^[A-Za-z]{1,12}[0-9]{0,3}$/
  * Throws `KeysFileError` listing every fault found; messages never include key material.
  */
 export function parseKeysFile(text: string, file: string, envKey?: string): { store: KeyStore; entries: KeyEntry[] } {
-  const { entries, problems } = parseDocument(text, file)
+  const { entries: given, problems, defaults, publicRules } = parseDocument(text, file)
+  // `defaults.allow` is the rules of every entry without its own, the API_KEY entry included.
+  const withDefaults = (entry: KeyEntry): KeyEntry => (defaults.allow === undefined || entry === null || typeof entry !== 'object' || entry.allow !== undefined ? entry : { ...entry, allow: defaults.allow })
+  const entries = defaults.allow === undefined ? given : given.map(withDefaults)
   if (envKey !== undefined) {
     const clash = entries.findIndex((entry) => entry.id === ENV_KEY_ID)
     if (clash !== -1) problems.push(`keys[${clash}] (id "${ENV_KEY_ID}"): id "${ENV_KEY_ID}" is taken by API_KEY`)
   }
-  const all: KeyEntry[] = envKey === undefined ? entries : [...entries, { id: ENV_KEY_ID, key: envKey }]
-  const { store, problems: storeProblems } = tryCreateKeyStore(all)
+  const all: KeyEntry[] = envKey === undefined ? entries : [...entries, withDefaults({ id: ENV_KEY_ID, key: envKey })]
+  const { store, problems: storeProblems } = tryCreateKeyStore(all, publicRules)
   const envLabel = `keys[${entries.length}] (id "${ENV_KEY_ID}")`
   for (const problem of storeProblems) problems.push(problem.replace(envLabel, 'API_KEY'))
   if (store === undefined || problems.length > 0) throw new KeysFileError(file, problems)
@@ -48,21 +53,31 @@ export function loadKeysFile(file: string, envKey?: string): { store: KeyStore; 
   return { ...parseKeysFile(text, file, envKey), text }
 }
 
-function parseDocument(text: string, file: string): { entries: KeyEntry[]; problems: string[] } {
+interface Document {
+  entries: KeyEntry[]
+  problems: string[]
+  defaults: { allow?: string[] }
+  publicRules?: string[]
+}
+
+function parseDocument(text: string, file: string): Document {
   const document = parseJson(text, file)
   if (document === null || typeof document !== 'object' || Array.isArray(document)) {
     throw new KeysFileError(file, ['must be a JSON object of the form { "keys": [ ... ] }'])
   }
   const problems = Object.keys(document)
-    .filter((field) => field !== 'keys')
-    .map((field) => `unknown top-level field ${describeField(field)}: only "keys" is allowed`)
-  const keys = (document as { keys?: unknown }).keys
+    .filter((field) => !TOP_LEVEL_FIELDS.has(field))
+    .map((field) => `unknown top-level field ${describeField(field)}: only "keys", "defaults" and "public" are allowed`)
+  const { keys, defaults = {}, public: publicRules } = document as { keys?: unknown; defaults?: unknown; public?: unknown }
+  if (defaults === null || typeof defaults !== 'object' || Array.isArray(defaults)) problems.push('"defaults" must be an object such as { "allow": [...] }')
+  else for (const field of Object.keys(defaults)) if (!DEFAULTS_FIELDS.has(field)) problems.push(`defaults: unknown field ${describeField(field)} (allowed: allow)`)
+  if (publicRules !== undefined && !Array.isArray(publicRules)) problems.push('"public" must be an array of rules such as "GET /status"')
   if (!Array.isArray(keys)) throw new KeysFileError(file, ['"keys" must be an array of entries', ...problems])
   // A loop, not push(...list): a spread of 100,000 problems overflows the call stack.
   keys.forEach((entry, index) => {
     for (const problem of unknownFieldsOf(entry, index)) problems.push(problem)
   })
-  return { entries: keys as KeyEntry[], problems }
+  return { entries: keys as KeyEntry[], problems, defaults: defaults as Document['defaults'], publicRules: publicRules as string[] | undefined }
 }
 
 /** A key store whose whole set is replaced in one assignment: a lookup sees the old set or the new. */
@@ -76,6 +91,9 @@ export function createSwappableKeyStore(initial: KeyStore): SwappableKeyStore {
   return {
     get size() {
       return current.size
+    },
+    get publicPolicy() {
+      return current.publicPolicy
     },
     lookup: (credential: string): KeyRecord | undefined => current.lookup(credential),
     swap(next: KeyStore) {
@@ -165,7 +183,7 @@ function unknownFieldsOf(entry: unknown, index: number): string[] {
   const label = typeof id === 'string' && isValidKeyId(id) ? `keys[${index}] (id "${id}")` : `keys[${index}]`
   return Object.keys(entry)
     .filter((field) => !ENTRY_FIELDS.has(field))
-    .map((field) => `${label}: unknown field ${describeField(field)} (allowed: id, key, sha256, expiresAt)`)
+    .map((field) => `${label}: unknown field ${describeField(field)} (allowed: id, key, sha256, expiresAt, allow)`)
 }
 
 // A field name is user text that could be a pasted key: quote it only when it looks like a word.

@@ -1,22 +1,27 @@
 /** The key store: entries held as SHA-256 digests, looked up by digest (see digest-index.ts). Pure: no I/O. */
 import { hash } from 'node:crypto'
 import { createDigestIndex, type DigestIndex } from './digest-index.js'
+import { compilePolicy, type Policy } from './keys/policy.js'
 
 /** One key as the embedding code or the keys file gives it: exactly one of `key` or `sha256`. */
 export type KeyEntry =
-  | { id: string; key: string; sha256?: undefined; expiresAt?: string | Date }
-  | { id: string; sha256: string; key?: undefined; expiresAt?: string | Date }
+  | { id: string; key: string; sha256?: undefined; expiresAt?: string | Date; allow?: string[] }
+  | { id: string; sha256: string; key?: undefined; expiresAt?: string | Date; allow?: string[] }
 
 /** What a successful lookup yields: never the key itself. */
 export interface KeyRecord {
   readonly id: string
   /** Milliseconds since the epoch; `Infinity` when the key never expires. */
   readonly expiresAtMs: number
+  /** The requests the key may make (its `allow` rules); undefined: every request. */
+  readonly policy?: Policy
 }
 
 /** A set of keys that answers "which key is this credential?". */
 export interface KeyStore {
   readonly size: number
+  /** Requests that need no key (the keys file's `public` rules); undefined: none. */
+  readonly publicPolicy?: Policy
   /** The record whose key is `credential`, or `undefined`. Never throws. */
   lookup(credential: string): KeyRecord | undefined
 }
@@ -42,16 +47,25 @@ export function digestOf(value: string): string {
   return hash('sha256', value, 'binary') // 'binary' is latin1: one char per byte
 }
 
-/** Builds a store from entries; throws a `TypeError` naming the entry and field on bad input. */
-export function createKeyStore(entries: readonly KeyEntry[]): KeyStore {
-  const { store, problems } = tryCreateKeyStore(entries)
+/**
+ * Builds a store from entries (and the rules of requests that need no key); throws a `TypeError`
+ * naming the entry and field on bad input.
+ */
+export function createKeyStore(entries: readonly KeyEntry[], publicRules?: readonly string[]): KeyStore {
+  const { store, problems } = tryCreateKeyStore(entries, publicRules)
   if (store === undefined) throw new TypeError(problems[0])
   return store
 }
 
 /** Like `createKeyStore`, but reports every problem (one message per bad entry) instead of the first. */
-export function tryCreateKeyStore(entries: readonly KeyEntry[]): { store?: KeyStore; problems: string[] } {
+export function tryCreateKeyStore(entries: readonly KeyEntry[], publicRules?: readonly string[]): { store?: KeyStore; problems: string[] } {
   if (!Array.isArray(entries)) return { problems: ['keys must be an array of { id, key } or { id, sha256 } entries'] }
+  let publicPolicy: Policy | undefined
+  try {
+    publicPolicy = publicRules === undefined ? undefined : compilePolicy(publicRules)
+  } catch (error) {
+    return { problems: [(error as Error).message.replace(/^allow\[/, 'public[')] }
+  }
   const byDigest = new Map<string, KeyRecord>()
   const ids = new Set<string>()
   const problems: string[] = []
@@ -61,7 +75,7 @@ export function tryCreateKeyStore(entries: readonly KeyEntry[]): { store?: KeySt
       if (ids.has(id)) throw new TypeError(`${where(index, id)}: id is used by an earlier entry`)
       ids.add(id)
       const digest = digestOfEntry(entry, index)
-      const record: KeyRecord = Object.freeze({ id, expiresAtMs: parseExpiry(entry.expiresAt, index, id) })
+      const record: KeyRecord = Object.freeze({ id, expiresAtMs: parseExpiry(entry.expiresAt, index, id), policy: policyOf(entry.allow, index, id) })
       const clash = byDigest.get(digest)
       if (clash !== undefined) throw new TypeError(`${where(index, record.id)}: same key as entry "${clash.id}"`)
       byDigest.set(digest, record)
@@ -70,7 +84,7 @@ export function tryCreateKeyStore(entries: readonly KeyEntry[]): { store?: KeySt
     }
   })
   if (problems.length > 0) return { problems }
-  return { store: new DigestKeyStore(createDigestIndex([...byDigest.keys()]), [...byDigest.values()]), problems }
+  return { store: new DigestKeyStore(createDigestIndex([...byDigest.keys()]), [...byDigest.values()], publicPolicy), problems }
 }
 
 // A class, so that every store shares one `lookup`: see FixedFootprintIndex.
@@ -80,6 +94,7 @@ class DigestKeyStore implements KeyStore {
   constructor(
     private readonly index: DigestIndex,
     private readonly records: readonly KeyRecord[],
+    readonly publicPolicy: Policy | undefined,
   ) {
     this.size = records.length
   }
@@ -132,6 +147,15 @@ function isRealDate(value: string): boolean {
   const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])]
   const date = new Date(Date.UTC(year, month - 1, day))
   return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day
+}
+
+function policyOf(allow: string[] | undefined, index: number, id: string): Policy | undefined {
+  if (allow === undefined) return undefined
+  try {
+    return compilePolicy(allow)
+  } catch (error) {
+    throw new TypeError(`${where(index, id)}: ${(error as Error).message}`)
+  }
 }
 
 function where(index: number, id: string): string {

@@ -3,7 +3,7 @@
 /** Route labels, indexed by the handler: anything else counts as `other`. */
 export const ROUTE_NAMES = ['data', 'healthz', 'auth', 'metrics', 'other'] as const
 export type RouteName = (typeof ROUTE_NAMES)[number]
-export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled'] as const
+export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden'] as const
 /** Upper bounds in seconds: keygate answers in tens of microseconds, a slow scrape in milliseconds. */
 export const DURATION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1]
 
@@ -150,7 +150,7 @@ export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000
   family('keygate_requests_total', 'counter', 'Requests answered, by route and status.',
     Object.entries(s.requests).flatMap(([route, byStatus]) =>
       Object.entries(byStatus ?? {}).map(([status, n]): [Record<string, string>, number] => [{ route, status }, n])))
-  family('keygate_auth_failures_total', 'counter', 'Requests refused for their credential, by reason.',
+  family('keygate_auth_failures_total', 'counter', 'Requests refused for their credential or its scope, by reason.',
     Object.entries(s.authFailures).map(([reason, n]) => [{ reason }, n]))
   family('keygate_client_errors_total', 'counter', 'Malformed, oversized or timed-out requests closed before routing, by status.',
     Object.entries(s.clientErrors).map(([status, n]) => [{ status }, n]))

@@ -5,8 +5,14 @@ import type { KeyStore } from './keys.js'
 import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from './metrics.js'
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
 import { throttleKeyOf, type Throttle } from './throttle.js'
+import { originalRequestOf } from './http/original-request.js'
 
-export type Outcome = AuthResult | { ok: false; reason: 'throttled' | 'malformed' | 'expectation_failed'; keyId?: undefined }
+export type Outcome =
+  | AuthResult
+  | { ok: false; reason: 'throttled' | 'malformed' | 'expectation_failed'; keyId?: undefined }
+  | { ok: false; reason: 'forbidden'; keyId: string }
+/** A request that a `public` rule lets through without a key. */
+const PUBLIC: Outcome = Object.freeze({ ok: true, keyId: '' })
 const THROTTLED: Outcome = Object.freeze({ ok: false, reason: 'throttled' })
 export const MALFORMED: Outcome = Object.freeze({ ok: false, reason: 'malformed' })
 export const EXPECTATION_FAILED: Outcome = Object.freeze({ ok: false, reason: 'expectation_failed' })
@@ -29,6 +35,8 @@ export const REPLY = {
   expectationFailed: createReply(417, '{"error":"Expectation Failed"}', ['connection', 'close']),
   tooLarge: createReply(413, '{"error":"Payload Too Large"}', ['connection', 'close']),
   throttled: createReply(429, '{"error":"Too Many Requests"}'),
+  // RFC 6750 section 3.1: a valid token without the scope the request needs.
+  forbidden: createReply(403, '{"error":"Forbidden"}', ['www-authenticate', 'Bearer realm="keygate", error="insufficient_scope"']),
   internalError: createReply(500, '{"error":"Internal Server Error"}'),
 } satisfies Record<string, Reply>
 
@@ -90,6 +98,24 @@ function looseForm(path: string): string {
   return decoded.toLowerCase().replace(/\/+$/, '')
 }
 
+/**
+ * A key with rules may make only what they allow: otherwise 403 (not a failed attempt: the key is
+ * valid). Without a request to match (`/auth` with no original request), a key with rules gets 403.
+ */
+function checkScope(
+  outcome: Outcome,
+  method: string | undefined,
+  segments: readonly string[] | undefined,
+  req: IncomingMessage,
+  res: ServerResponse,
+  context: Context,
+): Outcome {
+  if (!outcome.ok || outcome.policy === undefined) return outcome
+  if (method !== undefined && segments !== undefined && outcome.policy.allows(method, segments)) return outcome
+  sendReply(req, res, REPLY.forbidden, context.requestId)
+  return { ok: false, reason: 'forbidden', keyId: outcome.keyId }
+}
+
 /** The route table. */
 export function createRoutes(
   keys: KeyStore,
@@ -116,12 +142,12 @@ export function createRoutes(
     }
     return auth
   }
-  const requireKey = (reply: Reply): Route => (req, res, context) => {
+  const requireKey = (reply: Reply, segments: readonly string[]): Route => (req, res, context) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
       return undefined
     }
-    const outcome = checkKey(req, res, context)
+    const outcome = checkScope(checkKey(req, res, context), req.method, segments, req, res, context)
     if (outcome.ok) sendReply(req, res, reply, context.requestId)
     return outcome
   }
@@ -130,9 +156,19 @@ export function createRoutes(
     else sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, requestId)
     return undefined
   }
-  // Forward-auth for reverse proxies: every method, OPTIONS included, needs a key.
+  // Forward-auth for reverse proxies: every method, OPTIONS included, needs a key, unless a public
+  // rule lets the original request through. Scopes are matched against that original request.
   const forwardAuth: Route = (req, res, context) => {
-    const outcome = checkKey(req, res, context)
+    const original = originalRequestOf(req.headers)
+    if (original === 'ambiguous') {
+      sendReply(req, res, REPLY.badRequest, context.requestId)
+      return MALFORMED
+    }
+    if (original !== undefined && keys.publicPolicy?.allows(original.method, original.segments) === true) {
+      sendReply(req, res, REPLY.keyAccepted, context.requestId)
+      return PUBLIC
+    }
+    const outcome = checkScope(checkKey(req, res, context), original?.method, original?.segments, req, res, context)
     if (outcome.ok) sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId])
     return outcome
   }
@@ -141,7 +177,7 @@ export function createRoutes(
       sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
       return undefined
     }
-    const outcome = checkKey(req, res, context)
+    const outcome = checkScope(checkKey(req, res, context), req.method, METRICS_SEGMENTS, req, res, context)
     if (outcome.ok) {
       const send = (snapshot: MetricsSnapshot) => {
         if (!res.destroyed) sendReply(req, res, createReply(200, renderMetrics(snapshot), [], METRICS_TYPE), context.requestId)
@@ -153,7 +189,9 @@ export function createRoutes(
     }
     return outcome
   }
-  const routes: Record<Exclude<RouteName, 'other'>, Route> = { data: requireKey(REPLY.data), healthz: open(REPLY.healthy), auth: forwardAuth, metrics: scrape }
+  const segmentsOf = (name: Exclude<RouteName, 'other'>) => (paths.get(name) ?? `/${name}`).slice(1).split('/')
+  const METRICS_SEGMENTS = segmentsOf('metrics')
+  const routes: Record<Exclude<RouteName, 'other'>, Route> = { data: requireKey(REPLY.data, segmentsOf('data')), healthz: open(REPLY.healthy), auth: forwardAuth, metrics: scrape }
   const table = [...paths].map(([name, path]): RouteEntry => ({ path, route: routes[name], index: ROUTE_NAMES.indexOf(name) }))
   // Four comparisons, most ending at the length: cheaper than a Map, which would hash each request's new path string.
   return (path) => {
