@@ -96,8 +96,8 @@ function hash(input: string): number {
 
 function check(file: string): number {
   try {
-    const { entries } = loadKeysFile(file)
-    process.stdout.write(summarize(file, entries, Date.now()))
+    const { entries, store } = loadKeysFile(file)
+    process.stdout.write(summarize(file, entries, Date.now(), store.publicPolicy?.rules ?? 0))
     return 0
   } catch (error) {
     if (!(error instanceof KeysFileError)) throw error
@@ -109,13 +109,16 @@ function check(file: string): number {
   }
 }
 
-function summarize(file: string, entries: KeyEntry[], now: number): string {
+function summarize(file: string, entries: KeyEntry[], now: number, publicRules: number): string {
   const label = (entry: KeyEntry) => `${entry.id} (${new Date(expiryMsOf(entry)).toISOString()})`
-  const { expired, expiringSoon, plainText } = findingsOf(entries, now)
+  const { expired, expiringSoon, plainText, withRules, allowNothing } = findingsOf(entries, now)
   const lines = [`${file}: OK, ${entries.length} key${entries.length === 1 ? '' : 's'}`]
   if (expired.length > 0) lines.push(`  expired: ${expired.map(label).join(', ')}`)
   if (expiringSoon.length > 0) lines.push(`  expiring within ${EXPIRY_WARNING_DAYS} days: ${expiringSoon.map(label).join(', ')}`)
   if (plainText.length > 0) lines.push(`  plain-text keys (use sha256 instead): ${plainText.map((entry) => entry.id).join(', ')}`)
+  if (withRules.length > 0) lines.push(`  keys with rules: ${withRules.length}`)
+  if (allowNothing.length > 0) lines.push(`  keys that may make no request ("allow": []): ${allowNothing.map((entry) => entry.id).join(', ')}`)
+  if (publicRules > 0) lines.push(`  public rules: ${publicRules}`)
   return `${lines.join('\n')}\n`
 }
 

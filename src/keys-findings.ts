@@ -10,17 +10,23 @@ export interface KeysFileFindings {
   expired: KeyEntry[]
   expiringSoon: KeyEntry[]
   plainText: KeyEntry[]
+  /** Entries with `allow` rules (their own or the defaults'). */
+  withRules: KeyEntry[]
+  /** Entries whose `allow` is empty: valid keys that may make no request. */
+  allowNothing: KeyEntry[]
 }
 
 /** Sorts the entries of a valid file into what `keygate check` and startup report. */
 export function findingsOf(entries: readonly KeyEntry[], nowMs: number): KeysFileFindings {
   const soon = nowMs + EXPIRY_WARNING_DAYS * DAY_MS
-  const findings: KeysFileFindings = { expired: [], expiringSoon: [], plainText: [] }
+  const findings: KeysFileFindings = { expired: [], expiringSoon: [], plainText: [], withRules: [], allowNothing: [] }
   for (const entry of entries) {
     const expiry = expiryMsOf(entry)
     if (expiry <= nowMs) findings.expired.push(entry)
     else if (expiry <= soon) findings.expiringSoon.push(entry)
     if (entry.key !== undefined) findings.plainText.push(entry)
+    if (entry.allow !== undefined) findings.withRules.push(entry)
+    if (entry.allow?.length === 0) findings.allowNothing.push(entry)
   }
   return findings
 }
@@ -34,7 +40,7 @@ const NAMED_IN_WARNING = 5
 
 /** One warning line for each kind of finding, and for a file without keys. */
 export function keysFileWarnings(file: string, entries: readonly KeyEntry[], nowMs: number): string[] {
-  const { expired, expiringSoon, plainText } = findingsOf(entries, nowMs)
+  const { expired, expiringSoon, plainText, allowNothing } = findingsOf(entries, nowMs)
   const ids = (list: KeyEntry[]) =>
     list.slice(0, NAMED_IN_WARNING).map((entry) => entry.id).join(', ') + (list.length > NAMED_IN_WARNING ? ` and ${list.length - NAMED_IN_WARNING} more` : '')
   const warnings: string[] = []
@@ -42,5 +48,6 @@ export function keysFileWarnings(file: string, entries: readonly KeyEntry[], now
   if (expired.length > 0) warnings.push(`keys file ${file}: ${expired.length} expired key(s), refused: ${ids(expired)}`)
   if (expiringSoon.length > 0) warnings.push(`keys file ${file}: ${expiringSoon.length} key(s) expire within ${EXPIRY_WARNING_DAYS} days: ${ids(expiringSoon)}`)
   if (plainText.length > 0) warnings.push(`keys file ${file}: ${plainText.length} plain-text key(s), use sha256 instead: ${ids(plainText)}`)
+  if (allowNothing.length > 0) warnings.push(`keys file ${file}: ${allowNothing.length} key(s) with "allow": [] may make no request: ${ids(allowNothing)}`)
   return warnings
 }

@@ -20,8 +20,14 @@ interface Gateway {
   seen: Array<Record<string, string | string[] | undefined>>
 }
 
+const SCOPED_KEY = 'gateway-scoped-key-0123456789'
+
 async function startBackends(t: TestContext) {
-  const { child: keygate, url } = await startServerProcess(t, { API_KEY: KEY, TRUST_PROXY: '1', AUTH_FAIL_LIMIT: '3' })
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-gateway-keys-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const keysFile = join(dir, 'keys.json')
+  writeFileSync(keysFile, JSON.stringify({ public: ['GET /status'], keys: [{ id: 'billing', key: SCOPED_KEY, allow: ['GET /orders/**'] }] }))
+  const { child: keygate, url } = await startServerProcess(t, { API_KEY: KEY, API_KEYS_FILE: keysFile, TRUST_PROXY: '1', AUTH_FAIL_LIMIT: '3' })
   const seen: Gateway['seen'] = []
   const upstream = await listen(t, (req, res) => {
     seen.push(req.headers)
@@ -124,6 +130,35 @@ for (const [name, start, skip] of [['nginx', startNginx, NGINX], ['Caddy', start
         assert.equal(headers.authorization, undefined)
         assert.equal(headers['x-api-key'], undefined)
       }
+    })
+
+    await t.test('a scoped key reaches what it may, and gets 403 insufficient_scope elsewhere', async () => {
+      seen.length = 0
+      const allowed = await get(`${proxy}/orders/7`, { authorization: `Bearer ${SCOPED_KEY}` })
+      assert.equal(allowed.status, 200)
+      assert.equal(seen[0]?.['x-keygate-key-id'], 'billing')
+      const refused = await get(`${proxy}/admin`, { authorization: `Bearer ${SCOPED_KEY}` })
+      assert.equal(refused.status, 403)
+      assert.deepEqual(JSON.parse(refused.body), { error: 'Forbidden' })
+      assert.equal(refused.headers.get('www-authenticate'), 'Bearer realm="keygate", error="insufficient_scope"')
+      assert.equal(seen.length, 1, 'the refused request never reached the upstream')
+    })
+
+    await t.test('a public path passes without a key, and the upstream gets no key id, not even a forged one', async () => {
+      seen.length = 0
+      const res = await get(`${proxy}/status`, { 'x-keygate-key-id': 'forged' })
+      assert.equal(res.status, 200)
+      assert.equal(seen.length, 1)
+      assert.equal(seen[0]?.['x-keygate-key-id'], undefined)
+      assert.equal((await get(`${proxy}/status/more`)).status, 401)
+    })
+
+    await t.test('an encoded slash in the path is refused with 400 before any key or rule', async () => {
+      seen.length = 0
+      const res = await get(`${proxy}/orders%2F..%2Fadmin`, { authorization: `Bearer ${SCOPED_KEY}` })
+      assert.equal(res.status, 400)
+      assert.deepEqual(JSON.parse(res.body), { error: 'Bad Request' })
+      assert.equal(seen.length, 0)
     })
 
     await t.test("keygate's /healthz is not reachable through the proxy without a key", async () => {
