@@ -2,6 +2,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { KeyStore } from './keys.js'
 import type { Policy } from './keys/policy.js'
+import type { RateLimit } from './limits/rate-limit.js'
 
 export type AuthFailure = 'missing' | 'invalid' | 'expired'
 
@@ -9,7 +10,7 @@ export type AuthFailure = 'missing' | 'invalid' | 'expired'
  * The outcome of `authenticate`: the key's id, or why the request was refused.
  * An expired key's id is given too, so operators can see who still uses an old key.
  */
-export type AuthResult = { ok: true; keyId: string; policy?: Policy } | { ok: false; reason: AuthFailure; keyId?: string }
+export type AuthResult = { ok: true; keyId: string; policy?: Policy; rateLimit?: RateLimit } | { ok: false; reason: AuthFailure; keyId?: string }
 
 const MISSING: AuthResult = Object.freeze({ ok: false, reason: 'missing' })
 const INVALID: AuthResult = Object.freeze({ ok: false, reason: 'invalid' })
@@ -53,7 +54,9 @@ export function authenticate(keys: KeyStore, req: IncomingMessage, nowMs?: numbe
   const record = keys.lookup(credential)
   if (record === undefined) return INVALID
   if (record.expiresAtMs === Infinity || record.expiresAtMs > (nowMs ?? Date.now())) {
-    return record.policy === undefined ? { ok: true, keyId: record.id } : { ok: true, keyId: record.id, policy: record.policy }
+    return record.policy === undefined && record.rateLimit === undefined
+      ? { ok: true, keyId: record.id }
+      : { ok: true, keyId: record.id, policy: record.policy, rateLimit: record.rateLimit }
   }
   return { ok: false, reason: 'expired', keyId: record.id }
 }

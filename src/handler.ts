@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { discardBody, hasUnreadBody } from './body.js'
 import { clientAddressOf } from './client.js'
+import { createMemoryRateLimitStore, type RateLimitStore } from './limits/rate-limit.js'
 import type { KeyStore } from './keys.js'
 import { silentLogger, type Logger } from './log.js'
 import { FAILURE_REASONS, ROUTE_NAMES, createMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
@@ -28,6 +29,8 @@ export interface HandlerOptions {
    * the host app. Default `{ data: '/data', healthz: '/healthz', auth: '/auth', metrics: '/metrics' }`.
    */
   routes?: RoutePaths
+  /** Where the per-key rate-limit state lives. Default: this handler's memory. */
+  rateLimits?: RateLimitStore
 }
 
 /** Connect/Express-style continuation: called for paths keygate does not own. */
@@ -44,7 +47,7 @@ export function createHandler(options: HandlerOptions): Handler {
   const metrics = options.metrics ?? createHandlerMetrics(keys, throttle, log)
   const localSnapshot = () => metrics.snapshot()
   const paths = resolveRoutePaths(options.routes)
-  const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot, paths)
+  const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot, paths, options.rateLimits ?? createMemoryRateLimitStore())
   const claimed = claimedVariant(paths)
   const logging = log.enabled('info')
 

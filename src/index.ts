@@ -19,3 +19,6 @@ export { createLogger, silentLogger, type Logger, type LoggerOptions, type LogLe
 export { createMetrics, renderMetrics, type Metrics, type MetricsGauges, type MetricsSnapshot } from './metrics.js'
 export { createThrottle, THROTTLE_DEFAULTS, throttleKeyOf, type Throttle, type ThrottleOptions } from './throttle.js'
 export { VERSION } from './version.js'
+export { canonicalPath, type CanonicalPath } from './http/canonical-path.js'
+export { compilePolicy, type Policy } from './keys/policy.js'
+export { compileRateLimit, createMemoryRateLimitStore, type RateDecision, type RateLimit, type RateLimitSpec, type RateLimitStore } from './limits/rate-limit.js'

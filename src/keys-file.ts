@@ -20,9 +20,9 @@ export class KeysFileError extends ConfigError {
 
 /** The id `API_KEY` gets; the keys file may not use it when `API_KEY` is set. */
 export const ENV_KEY_ID = 'env'
-const ENTRY_FIELDS = new Set(['id', 'key', 'sha256', 'expiresAt', 'allow'])
+const ENTRY_FIELDS = new Set(['id', 'key', 'sha256', 'expiresAt', 'allow', 'rateLimit'])
 const TOP_LEVEL_FIELDS = new Set(['keys', 'defaults', 'public'])
-const DEFAULTS_FIELDS = new Set(['allow'])
+const DEFAULTS_FIELDS = new Set(['allow', 'rateLimit'])
 // Short words like `expiresat` or `name`; not long or mixed strings, which could be a pasted key.
 const QUOTABLE_FIELD_NAME = /^[A-Za-z]{1,12}[0-9]{0,3}$/
 
@@ -32,9 +32,15 @@ const QUOTABLE_FIELD_NAME = /^[A-Za-z]{1,12}[0-9]{0,3}$/
  */
 export function parseKeysFile(text: string, file: string, envKey?: string): { store: KeyStore; entries: KeyEntry[] } {
   const { entries: given, problems, defaults, publicRules } = parseDocument(text, file)
-  // `defaults.allow` is the rules of every entry without its own, the API_KEY entry included.
-  const withDefaults = (entry: KeyEntry): KeyEntry => (defaults.allow === undefined || entry === null || typeof entry !== 'object' || entry.allow !== undefined ? entry : { ...entry, allow: defaults.allow })
-  const entries = defaults.allow === undefined ? given : given.map(withDefaults)
+  // `defaults` gives its rules and rate limit to every entry without its own, the API_KEY entry included.
+  const hasDefaults = defaults.allow !== undefined || defaults.rateLimit !== undefined
+  const withDefaults = (entry: KeyEntry): KeyEntry => {
+    if (!hasDefaults || entry === null || typeof entry !== 'object') return entry
+    const allow = entry.allow ?? defaults.allow
+    const rateLimit = entry.rateLimit === undefined ? defaults.rateLimit : entry.rateLimit
+    return { ...entry, ...(allow !== undefined && { allow }), ...(rateLimit !== undefined && { rateLimit }) }
+  }
+  const entries = hasDefaults ? given.map(withDefaults) : given
   if (envKey !== undefined) {
     const clash = entries.findIndex((entry) => entry.id === ENV_KEY_ID)
     if (clash !== -1) problems.push(`keys[${clash}] (id "${ENV_KEY_ID}"): id "${ENV_KEY_ID}" is taken by API_KEY`)
@@ -56,7 +62,7 @@ export function loadKeysFile(file: string, envKey?: string): { store: KeyStore; 
 interface Document {
   entries: KeyEntry[]
   problems: string[]
-  defaults: { allow?: string[] }
+  defaults: { allow?: string[]; rateLimit?: KeyEntry['rateLimit'] }
   publicRules?: string[]
 }
 
@@ -70,7 +76,7 @@ function parseDocument(text: string, file: string): Document {
     .map((field) => `unknown top-level field ${describeField(field)}: only "keys", "defaults" and "public" are allowed`)
   const { keys, defaults = {}, public: publicRules } = document as { keys?: unknown; defaults?: unknown; public?: unknown }
   if (defaults === null || typeof defaults !== 'object' || Array.isArray(defaults)) problems.push('"defaults" must be an object such as { "allow": [...] }')
-  else for (const field of Object.keys(defaults)) if (!DEFAULTS_FIELDS.has(field)) problems.push(`defaults: unknown field ${describeField(field)} (allowed: allow)`)
+  else for (const field of Object.keys(defaults)) if (!DEFAULTS_FIELDS.has(field)) problems.push(`defaults: unknown field ${describeField(field)} (allowed: allow, rateLimit)`)
   if (publicRules !== undefined && !Array.isArray(publicRules)) problems.push('"public" must be an array of rules such as "GET /status"')
   if (!Array.isArray(keys)) throw new KeysFileError(file, ['"keys" must be an array of entries', ...problems])
   // A loop, not push(...list): a spread of 100,000 problems overflows the call stack.
@@ -183,7 +189,7 @@ function unknownFieldsOf(entry: unknown, index: number): string[] {
   const label = typeof id === 'string' && isValidKeyId(id) ? `keys[${index}] (id "${id}")` : `keys[${index}]`
   return Object.keys(entry)
     .filter((field) => !ENTRY_FIELDS.has(field))
-    .map((field) => `${label}: unknown field ${describeField(field)} (allowed: id, key, sha256, expiresAt, allow)`)
+    .map((field) => `${label}: unknown field ${describeField(field)} (allowed: id, key, sha256, expiresAt, allow, rateLimit)`)
 }
 
 // A field name is user text that could be a pasted key: quote it only when it looks like a word.

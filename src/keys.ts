@@ -2,11 +2,12 @@
 import { hash } from 'node:crypto'
 import { createDigestIndex, type DigestIndex } from './digest-index.js'
 import { compilePolicy, type Policy } from './keys/policy.js'
+import { compileRateLimit, type RateLimit, type RateLimitSpec } from './limits/rate-limit.js'
 
 /** One key as the embedding code or the keys file gives it: exactly one of `key` or `sha256`. */
 export type KeyEntry =
-  | { id: string; key: string; sha256?: undefined; expiresAt?: string | Date; allow?: string[] }
-  | { id: string; sha256: string; key?: undefined; expiresAt?: string | Date; allow?: string[] }
+  | { id: string; key: string; sha256?: undefined; expiresAt?: string | Date; allow?: string[]; rateLimit?: RateLimitSpec | null }
+  | { id: string; sha256: string; key?: undefined; expiresAt?: string | Date; allow?: string[]; rateLimit?: RateLimitSpec | null }
 
 /** What a successful lookup yields: never the key itself. */
 export interface KeyRecord {
@@ -15,6 +16,8 @@ export interface KeyRecord {
   readonly expiresAtMs: number
   /** The requests the key may make (its `allow` rules); undefined: every request. */
   readonly policy?: Policy
+  /** The key's rate limit; undefined: none. */
+  readonly rateLimit?: RateLimit
 }
 
 /** A set of keys that answers "which key is this credential?". */
@@ -75,7 +78,7 @@ export function tryCreateKeyStore(entries: readonly KeyEntry[], publicRules?: re
       if (ids.has(id)) throw new TypeError(`${where(index, id)}: id is used by an earlier entry`)
       ids.add(id)
       const digest = digestOfEntry(entry, index)
-      const record: KeyRecord = Object.freeze({ id, expiresAtMs: parseExpiry(entry.expiresAt, index, id), policy: policyOf(entry.allow, index, id) })
+      const record: KeyRecord = Object.freeze({ id, expiresAtMs: parseExpiry(entry.expiresAt, index, id), policy: policyOf(entry.allow, index, id), rateLimit: rateLimitOf(entry.rateLimit, index, id) })
       const clash = byDigest.get(digest)
       if (clash !== undefined) throw new TypeError(`${where(index, record.id)}: same key as entry "${clash.id}"`)
       byDigest.set(digest, record)
@@ -153,6 +156,15 @@ function policyOf(allow: string[] | undefined, index: number, id: string): Polic
   if (allow === undefined) return undefined
   try {
     return compilePolicy(allow)
+  } catch (error) {
+    throw new TypeError(`${where(index, id)}: ${(error as Error).message}`)
+  }
+}
+
+function rateLimitOf(spec: RateLimitSpec | null | undefined, index: number, id: string): RateLimit | undefined {
+  if (spec === undefined || spec === null) return undefined
+  try {
+    return compileRateLimit(spec, id)
   } catch (error) {
     throw new TypeError(`${where(index, id)}: ${(error as Error).message}`)
   }

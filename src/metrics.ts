@@ -3,7 +3,7 @@
 /** Route labels, indexed by the handler: anything else counts as `other`. */
 export const ROUTE_NAMES = ['data', 'healthz', 'auth', 'metrics', 'other'] as const
 export type RouteName = (typeof ROUTE_NAMES)[number]
-export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden'] as const
+export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden', 'rate_limited'] as const
 /** Upper bounds in seconds: keygate answers in tens of microseconds, a slow scrape in milliseconds. */
 export const DURATION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1]
 

@@ -6,11 +6,12 @@ import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
 import { throttleKeyOf, type Throttle } from './throttle.js'
 import { originalRequestOf } from './http/original-request.js'
+import type { RateLimitStore } from './limits/rate-limit.js'
 
 export type Outcome =
   | AuthResult
   | { ok: false; reason: 'throttled' | 'malformed' | 'expectation_failed'; keyId?: undefined }
-  | { ok: false; reason: 'forbidden'; keyId: string }
+  | { ok: false; reason: 'forbidden' | 'rate_limited'; keyId: string }
 /** A request that a `public` rule lets through without a key. */
 const PUBLIC: Outcome = Object.freeze({ ok: true, keyId: '' })
 const THROTTLED: Outcome = Object.freeze({ ok: false, reason: 'throttled' })
@@ -35,6 +36,7 @@ export const REPLY = {
   expectationFailed: createReply(417, '{"error":"Expectation Failed"}', ['connection', 'close']),
   tooLarge: createReply(413, '{"error":"Payload Too Large"}', ['connection', 'close']),
   throttled: createReply(429, '{"error":"Too Many Requests"}'),
+  rateLimited: createReply(429, '{"error":"Too Many Requests"}'),
   // RFC 6750 section 3.1: a valid token without the scope the request needs.
   forbidden: createReply(403, '{"error":"Forbidden"}', ['www-authenticate', 'Bearer realm="keygate", error="insufficient_scope"']),
   internalError: createReply(500, '{"error":"Internal Server Error"}'),
@@ -98,6 +100,12 @@ function looseForm(path: string): string {
   return decoded.toLowerCase().replace(/\/+$/, '')
 }
 
+const LIMITED = Symbol('rate limited')
+
+function rateLimited(outcome: Outcome): Outcome {
+  return { ok: false, reason: 'rate_limited', keyId: outcome.keyId ?? '' }
+}
+
 /**
  * A key with rules may make only what they allow: otherwise 403 (not a failed attempt: the key is
  * valid). Without a request to match (`/auth` with no original request), a key with rules gets 403.
@@ -122,8 +130,22 @@ export function createRoutes(
   throttle: Throttle | undefined,
   collectMetrics: () => MetricsSnapshot | Promise<MetricsSnapshot>,
   localSnapshot: () => MetricsSnapshot,
-  paths: ReadonlyMap<Exclude<RouteName, 'other'>, string> = resolveRoutePaths(),
+  paths: ReadonlyMap<Exclude<RouteName, 'other'>, string>,
+  rateLimits: RateLimitStore,
 ): RouteTable {
+  /**
+   * After the scope, the key's rate limit: the RateLimit headers for the answer (undefined for a
+   * key without a limit: no store is asked), or LIMITED once the 429 has been sent.
+   */
+  const rateHeaders = (outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context): string[] | undefined | typeof LIMITED => {
+    const limit = outcome.ok ? outcome.rateLimit : undefined
+    if (limit === undefined) return undefined
+    const decision = rateLimits.take(limit.stateKey, limit, Date.now())
+    const headers = ['ratelimit-policy', limit.policyHeader, 'ratelimit', `"key";r=${decision.remaining};t=${decision.resetS}`]
+    if (decision.allowed) return headers
+    sendReply(req, res, REPLY.rateLimited, context.requestId, [...headers, 'retry-after', String(decision.retryAfterS)])
+    return LIMITED
+  }
   /** Throttle check, then key check; sends the 429 or 401 itself. */
   const checkKey = (req: IncomingMessage, res: ServerResponse, context: Context): Outcome => {
     // While no client has failed, nobody is blocked: no need to find out who this client is.
@@ -148,7 +170,9 @@ export function createRoutes(
       return undefined
     }
     const outcome = checkScope(checkKey(req, res, context), req.method, segments, req, res, context)
-    if (outcome.ok) sendReply(req, res, reply, context.requestId)
+    const headers = rateHeaders(outcome, req, res, context)
+    if (headers === LIMITED) return rateLimited(outcome)
+    if (outcome.ok) sendReply(req, res, reply, context.requestId, headers)
     return outcome
   }
   const open = (reply: Reply): Route => (req, res, { requestId }) => {
@@ -169,7 +193,9 @@ export function createRoutes(
       return PUBLIC
     }
     const outcome = checkScope(checkKey(req, res, context), original?.method, original?.segments, req, res, context)
-    if (outcome.ok) sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId])
+    const headers = rateHeaders(outcome, req, res, context)
+    if (headers === LIMITED) return rateLimited(outcome)
+    if (outcome.ok) sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId, ...(headers ?? [])])
     return outcome
   }
   const scrape: Route = (req, res, context) => {
@@ -178,9 +204,11 @@ export function createRoutes(
       return undefined
     }
     const outcome = checkScope(checkKey(req, res, context), req.method, METRICS_SEGMENTS, req, res, context)
+    const headers = rateHeaders(outcome, req, res, context)
+    if (headers === LIMITED) return rateLimited(outcome)
     if (outcome.ok) {
       const send = (snapshot: MetricsSnapshot) => {
-        if (!res.destroyed) sendReply(req, res, createReply(200, renderMetrics(snapshot), [], METRICS_TYPE), context.requestId)
+        if (!res.destroyed) sendReply(req, res, createReply(200, renderMetrics(snapshot), [], METRICS_TYPE), context.requestId, headers)
       }
       const snapshot = collectMetrics()
       // Should the cluster not answer, this process's own counters are still worth a scrape.

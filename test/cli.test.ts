@@ -155,7 +155,7 @@ test('check: an invalid file is exit 1 with every problem, one per line', (t) =>
   assert.equal(code, 1)
   assert.equal(stdout, '')
   assert.deepEqual(stderr.trimEnd().split('\n'), [
-    `${file}: keys[2] (id "c"): unknown field "expiresat" (allowed: id, key, sha256, expiresAt, allow)`,
+    `${file}: keys[2] (id "c"): unknown field "expiresat" (allowed: id, key, sha256, expiresAt, allow, rateLimit)`,
     `${file}: keys[0] (id "a"): sha256 must be 64 lowercase hex characters`,
     `${file}: keys[1] (id "a"): id is used by an earlier entry`,
   ])

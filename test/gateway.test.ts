@@ -21,12 +21,16 @@ interface Gateway {
 }
 
 const SCOPED_KEY = 'gateway-scoped-key-0123456789'
+const LIMITED_KEY = 'gateway-limited-key-0123456789'
 
 async function startBackends(t: TestContext) {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-gateway-keys-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const keysFile = join(dir, 'keys.json')
-  writeFileSync(keysFile, JSON.stringify({ public: ['GET /status'], keys: [{ id: 'billing', key: SCOPED_KEY, allow: ['GET /orders/**'] }] }))
+  writeFileSync(keysFile, JSON.stringify({ public: ['GET /status'], keys: [
+    { id: 'billing', key: SCOPED_KEY, allow: ['GET /orders/**'] },
+    { id: 'metered', key: LIMITED_KEY, rateLimit: { limit: 1, windowS: 60, burst: 2 } },
+  ] }))
   const { child: keygate, url } = await startServerProcess(t, { API_KEY: KEY, API_KEYS_FILE: keysFile, TRUST_PROXY: '1', AUTH_FAIL_LIMIT: '3' })
   const seen: Gateway['seen'] = []
   const upstream = await listen(t, (req, res) => {
@@ -159,6 +163,17 @@ for (const [name, start, skip] of [['nginx', startNginx, NGINX], ['Caddy', start
       assert.equal(res.status, 400)
       assert.deepEqual(JSON.parse(res.body), { error: 'Bad Request' })
       assert.equal(seen.length, 0)
+    })
+
+    await t.test('a rate-limited key gets its burst, then 429 with Retry-After and the RateLimit headers', async () => {
+      const answers = [await get(`${proxy}/orders`, { authorization: LIMITED_KEY }), await get(`${proxy}/orders`, { authorization: LIMITED_KEY })]
+      assert.deepEqual(answers.map((a) => a.status), [200, 200])
+      const refused = await get(`${proxy}/orders`, { authorization: LIMITED_KEY })
+      assert.equal(refused.status, 429)
+      assert.deepEqual(JSON.parse(refused.body), { error: 'Too Many Requests' })
+      assert.equal(refused.headers.get('retry-after'), '60')
+      assert.equal(refused.headers.get('ratelimit-policy'), '"key";q=1;w=60')
+      assert.equal(refused.headers.get('ratelimit'), '"key";r=0;t=120')
     })
 
     await t.test("keygate's /healthz is not reachable through the proxy without a key", async () => {

@@ -89,7 +89,8 @@ test('keys file: allow, defaults and public are read; bad rules name the file en
   for (const [bad, message] of [
     [{ keys: [{ id: 'a', key: 'key-a-0123456789', allow: ['GET /a*b'] }] }, /keys\[0\] \(id "a"\): allow\[0\]: "\*" must be a whole segment/],
     [{ keys: [], public: ['GET /**/x'] }, /public\[0\]: "\*\*" may only be the last segment/],
-    [{ keys: [], defaults: { rateLimit: null } }, /defaults: unknown field "rateLimit"/],
+    [{ keys: [], defaults: { burst: 1 } }, /defaults: unknown field "burst"/],
+    [{ keys: [{ id: "a", key: "key-a-0123456789", rateLimit: { limit: 0, windowS: 1 } }] }, /keys\[0\] \(id "a"\): rateLimit.limit must be a positive integer/],
   ] as const) {
     assert.throws(() => parseKeysFile(JSON.stringify(bad), 'keys.json'), (error: unknown) => error instanceof KeysFileError && message.test(error.problems.join('\n')))
   }

@@ -291,3 +291,17 @@ test('startup warns about a keys file without keys', async (t) => {
   const { child } = await startServerProcess(t, { API_KEYS_FILE: file, API_KEY: ENV_KEY })
   assert.ok(logLines(child).some((line) => line.level === 'warn' && /has no keys/.test(String(line.msg))))
 })
+
+test('a reload that keeps a key with its rate limit keeps its state; a changed limit starts afresh', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  const limited = { id: 'metered', sha256: sha256(KEY_A), rateLimit: { limit: 1, windowS: 60, burst: 2 } }
+  writeFileSync(file, JSON.stringify({ keys: [limited] }))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  assert.deepEqual([await statusWith(url, KEY_A), await statusWith(url, KEY_A)], [200, 200])
+  replaceFile(file, JSON.stringify({ keys: [limited, hashed('b', KEY_B)] }))
+  await waitForLog(child, 'keys reloaded')
+  assert.equal(await statusWith(url, KEY_A), 429, 'the burst used before the reload is still used')
+  replaceFile(file, JSON.stringify({ keys: [{ ...limited, rateLimit: { limit: 1, windowS: 60, burst: 3 } }] }))
+  await waitForLog(child, 'keys reloaded', 2)
+  assert.equal(await statusWith(url, KEY_A), 200, 'a new limit is a new state')
+})

@@ -1,0 +1,99 @@
+/**
+ * Per-key rate limits by GCRA (the generic cell rate algorithm): a key may make one request every
+ * `windowS / limit` seconds on average, and at most `burst` at once. The state of a key is one
+ * number, its theoretical arrival time (TAT), kept in a store: in memory here. A refused request
+ * does not count. Pure but for the store.
+ */
+
+/** A key's limit as the keys file gives it. */
+export interface RateLimitSpec {
+  limit: number
+  windowS: number
+  burst?: number
+}
+
+/** A limit ready to use: the interval between requests and the header it is announced with. */
+export interface RateLimit {
+  readonly limit: number
+  readonly windowS: number
+  readonly burst: number
+  readonly intervalMs: number
+  /** `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-10). */
+  readonly policyHeader: string
+  /** Counters of keys with the same id and limit are shared: a reload that keeps both keeps the state. */
+  readonly stateKey: string
+}
+
+export interface RateDecision {
+  allowed: boolean
+  /** Requests the key could make right now (after this one, when allowed). */
+  remaining: number
+  /** Whole seconds until `remaining` is back to `burst`. */
+  resetS: number
+  /** When refused: whole seconds (at least 1) until the next request is allowed. */
+  retryAfterS: number
+}
+
+const MAX_VALUE = 1_000_000_000
+
+/** Checks a spec (positive integers; burst defaults to limit) and prepares it; throws a `TypeError` naming the field. */
+export function compileRateLimit(spec: RateLimitSpec, id: string): RateLimit {
+  if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) throw new TypeError('rateLimit must be an object { "limit": L, "windowS": W, "burst": B } or null')
+  for (const field of Object.keys(spec)) {
+    if (field !== 'limit' && field !== 'windowS' && field !== 'burst') throw new TypeError(`rateLimit: unknown field (allowed: limit, windowS, burst)`)
+  }
+  const { limit, windowS, burst = limit } = spec
+  for (const [name, value] of [['limit', limit], ['windowS', windowS], ['burst', burst]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > MAX_VALUE) throw new TypeError(`rateLimit.${name} must be a positive integer`)
+  }
+  return {
+    limit,
+    windowS,
+    burst,
+    intervalMs: (windowS * 1000) / limit,
+    policyHeader: `"key";q=${limit};w=${windowS}`,
+    stateKey: `${id}\n${limit}/${windowS}/${burst}`,
+  }
+}
+
+/** Where the TATs live: get-and-update of one key's state. */
+export interface RateLimitStore {
+  /** Decides one request of `stateKey` at `nowMs`, counting it if allowed. */
+  take(stateKey: string, limit: RateLimit, nowMs: number): RateDecision
+  /** Keys with state held now. */
+  readonly size: number
+}
+
+/** The GCRA decision for a key whose TAT is `tatMs` (0: never seen); `nextTatMs` is its new TAT when allowed. */
+export function gcra(tatMs: number, limit: RateLimit, nowMs: number): RateDecision & { nextTatMs: number } {
+  const tat = Math.max(tatMs, nowMs)
+  const next = tat + limit.intervalMs
+  const capacityMs = limit.burst * limit.intervalMs
+  if (next - nowMs <= capacityMs + 1e-6) {
+    return { allowed: true, remaining: Math.floor((capacityMs - (next - nowMs)) / limit.intervalMs + 1e-9), resetS: Math.ceil((next - nowMs) / 1000), retryAfterS: 0, nextTatMs: next }
+  }
+  return { allowed: false, remaining: 0, resetS: Math.ceil((tat - nowMs) / 1000), retryAfterS: Math.max(1, Math.ceil((next - nowMs - capacityMs) / 1000)), nextTatMs: tatMs }
+}
+
+// A state whose TAT has passed says nothing a fresh one would not: swept once the map grows past this.
+const SWEEP_ABOVE = 10_000
+
+/** TATs in this process's memory; a key's entry is dropped once its TAT has passed (the state of a fresh key). */
+export function createMemoryRateLimitStore(): RateLimitStore {
+  const tats = new Map<string, number>()
+  let sweepAt = SWEEP_ABOVE
+  return {
+    get size() {
+      return tats.size
+    },
+    take(stateKey, limit, nowMs) {
+      const decision = gcra(tats.get(stateKey) ?? 0, limit, nowMs)
+      if (decision.allowed) tats.set(stateKey, decision.nextTatMs)
+      if (tats.size > sweepAt) {
+        for (const [key, tat] of tats) if (tat <= nowMs) tats.delete(key)
+        sweepAt = Math.max(SWEEP_ABOVE, tats.size * 2)
+      }
+      return decision
+    },
+  }
+}

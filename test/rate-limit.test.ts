@@ -1,0 +1,59 @@
+/** Per-key rate limits (GCRA), unit and through the handler. */
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { compileRateLimit, createKeyStore, createMemoryRateLimitStore } from '../dist/index.js'
+import { startKeygate } from './helpers.js'
+
+test('GCRA: a burst at once, then one request per interval; refused requests do not count', () => {
+  const limit = compileRateLimit({ limit: 10, windowS: 1, burst: 3 }, 'k') // one request every 100 ms, 3 at once
+  const store = createMemoryRateLimitStore()
+  const at = (ms: number) => store.take(limit.stateKey, limit, ms)
+  assert.deepEqual([at(0), at(0), at(0)].map((d) => [d.allowed, d.remaining]), [[true, 2], [true, 1], [true, 0]])
+  const refused = at(0)
+  assert.equal(refused.allowed, false)
+  assert.equal(refused.retryAfterS, 1)
+  for (let i = 0; i < 5; i++) assert.equal(at(50).allowed, false, 'refused requests are not counted')
+  assert.equal(at(100).allowed, true, 'one interval later, one request')
+  assert.equal(at(100).allowed, false)
+  // Sustained: over 10 s at 20 requests per second asked, exactly 10 per second pass (plus the burst).
+  let passed = 0
+  for (let ms = 200; ms < 10_200; ms += 50) if (at(ms).allowed) passed++
+  assert.equal(passed, 100)
+  assert.equal(at(100_000).remaining, 2, 'after a long pause the burst is back')
+})
+
+test('rate limits are validated: positive integers, burst defaulting to limit', () => {
+  assert.equal(compileRateLimit({ limit: 5, windowS: 60 }, 'k').burst, 5)
+  assert.equal(compileRateLimit({ limit: 5, windowS: 60 }, 'k').policyHeader, '"key";q=5;w=60')
+  for (const bad of [{ limit: 0, windowS: 1 }, { limit: 1.5, windowS: 1 }, { limit: 1, windowS: -1 }, { limit: 1, windowS: 1, burst: 0 }, { limit: 1, windowS: 1, extra: 1 }]) {
+    assert.throws(() => compileRateLimit(bad as never, 'k'), TypeError)
+  }
+})
+
+test('a rate-limited key: RateLimit headers on every answer, then 429 with Retry-After; other keys unaffected', async (t) => {
+  const keys = createKeyStore([
+    { id: 'limited', key: 'limited-key-0123456789', rateLimit: { limit: 2, windowS: 60, burst: 3 } },
+    { id: 'free', key: 'free-key-0123456789' },
+  ])
+  const url = await startKeygate(t, { keys })
+  const ask = async (key: string) => {
+    const res = await fetch(`${url}/data`, { headers: { authorization: key } })
+    return { status: res.status, policy: res.headers.get('ratelimit-policy'), limit: res.headers.get('ratelimit'), retryAfter: res.headers.get('retry-after'), body: await res.text() }
+  }
+  const answers = [await ask('limited-key-0123456789'), await ask('limited-key-0123456789'), await ask('limited-key-0123456789')]
+  assert.deepEqual(answers.map((a) => [a.status, a.policy, a.limit]), [
+    [200, '"key";q=2;w=60', '"key";r=2;t=30'],
+    [200, '"key";q=2;w=60', '"key";r=1;t=60'],
+    [200, '"key";q=2;w=60', '"key";r=0;t=90'],
+  ])
+  const refused = await ask('limited-key-0123456789')
+  assert.equal(refused.status, 429)
+  assert.equal(refused.body, '{"error":"Too Many Requests"}')
+  assert.equal(refused.retryAfter, '30')
+  assert.equal(refused.limit, '"key";r=0;t=90')
+  const free = await ask('free-key-0123456789')
+  assert.equal(free.status, 200)
+  assert.equal(free.policy, null)
+  const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: 'free-key-0123456789' } })).text()
+  assert.match(metrics, /keygate_auth_failures_total\{reason="rate_limited"\} 1\n/)
+})
