@@ -1,5 +1,6 @@
 /** Reads the credential from a request and verifies it against a key store. */
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import { canonicalPath } from './http/canonical-path.js'
 import type { KeyStore } from './keys.js'
 import type { Policy } from './keys/policy.js'
 import type { RateLimit } from './limits/rate-limit.js'
@@ -59,4 +60,19 @@ export function authenticate(keys: KeyStore, req: IncomingMessage, nowMs?: numbe
       : { ok: true, keyId: record.id, policy: record.policy, rateLimit: record.rateLimit }
   }
   return { ok: false, reason: 'expired', keyId: record.id }
+}
+
+/** The answer of `authorize`: the request may go on, or why not (403 forbidden, 400 for an ambiguous path). */
+export type Authorization = { ok: true } | { ok: false; reason: 'forbidden' | 'bad_path' | 'unauthenticated' }
+
+/**
+ * For an app's own routes: may the authenticated key make `method` on `path` (without its query)?
+ * A key without rules may make every request; the path must be canonical, as for the server.
+ */
+export function authorize(auth: AuthResult, method: string, path: string): Authorization {
+  if (!auth.ok) return { ok: false, reason: 'unauthenticated' }
+  const canonical = canonicalPath(path)
+  if (!canonical.ok) return { ok: false, reason: 'bad_path' }
+  if (auth.policy === undefined || auth.policy.allows(method, canonical.segments)) return { ok: true }
+  return { ok: false, reason: 'forbidden' }
 }

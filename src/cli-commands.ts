@@ -111,12 +111,13 @@ function check(file: string): number {
 
 function summarize(file: string, entries: KeyEntry[], now: number, publicRules: number): string {
   const label = (entry: KeyEntry) => `${entry.id} (${new Date(expiryMsOf(entry)).toISOString()})`
-  const { expired, expiringSoon, plainText, withRules, allowNothing } = findingsOf(entries, now)
+  const { expired, expiringSoon, plainText, withRules, allowNothing, withLimits } = findingsOf(entries, now)
   const lines = [`${file}: OK, ${entries.length} key${entries.length === 1 ? '' : 's'}`]
   if (expired.length > 0) lines.push(`  expired: ${expired.map(label).join(', ')}`)
   if (expiringSoon.length > 0) lines.push(`  expiring within ${EXPIRY_WARNING_DAYS} days: ${expiringSoon.map(label).join(', ')}`)
   if (plainText.length > 0) lines.push(`  plain-text keys (use sha256 instead): ${plainText.map((entry) => entry.id).join(', ')}`)
   if (withRules.length > 0) lines.push(`  keys with rules: ${withRules.length}`)
+  if (withLimits.length > 0) lines.push(`  keys with rate limits: ${withLimits.length}`)
   if (allowNothing.length > 0) lines.push(`  keys that may make no request ("allow": []): ${allowNothing.map((entry) => entry.id).join(', ')}`)
   if (publicRules > 0) lines.push(`  public rules: ${publicRules}`)
   return `${lines.join('\n')}\n`

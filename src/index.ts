@@ -13,7 +13,7 @@ export {
   type KeysFileStore,
   type SwappableKeyStore,
 } from './keys-file.js'
-export { authenticate, extractCredential, type AuthFailure, type AuthResult } from './auth.js'
+export { authenticate, authorize, extractCredential, type AuthFailure, type AuthResult, type Authorization } from './auth.js'
 export { clientAddressOf } from './client.js'
 export { createLogger, silentLogger, type Logger, type LoggerOptions, type LogLevel } from './log.js'
 export { createMetrics, renderMetrics, type Metrics, type MetricsGauges, type MetricsSnapshot } from './metrics.js'

@@ -14,12 +14,14 @@ export interface KeysFileFindings {
   withRules: KeyEntry[]
   /** Entries whose `allow` is empty: valid keys that may make no request. */
   allowNothing: KeyEntry[]
+  /** Entries with a rate limit (their own or the defaults'). */
+  withLimits: KeyEntry[]
 }
 
 /** Sorts the entries of a valid file into what `keygate check` and startup report. */
 export function findingsOf(entries: readonly KeyEntry[], nowMs: number): KeysFileFindings {
   const soon = nowMs + EXPIRY_WARNING_DAYS * DAY_MS
-  const findings: KeysFileFindings = { expired: [], expiringSoon: [], plainText: [], withRules: [], allowNothing: [] }
+  const findings: KeysFileFindings = { expired: [], expiringSoon: [], plainText: [], withRules: [], allowNothing: [], withLimits: [] }
   for (const entry of entries) {
     const expiry = expiryMsOf(entry)
     if (expiry <= nowMs) findings.expired.push(entry)
@@ -27,6 +29,7 @@ export function findingsOf(entries: readonly KeyEntry[], nowMs: number): KeysFil
     if (entry.key !== undefined) findings.plainText.push(entry)
     if (entry.allow !== undefined) findings.withRules.push(entry)
     if (entry.allow?.length === 0) findings.allowNothing.push(entry)
+    if (entry.rateLimit !== undefined && entry.rateLimit !== null) findings.withLimits.push(entry)
   }
   return findings
 }

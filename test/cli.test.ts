@@ -209,11 +209,11 @@ test('check: a file with 150,000 problems lists the first 100 and a count', (t) 
 test('check: summarises policies (keys with rules, keys that may do nothing, public rules) and reports bad rules', (t) => {
   const file = tempFile(t, JSON.stringify({
     public: ['GET /status', 'OPTIONS /**'],
-    keys: [{ id: 'a', sha256: sha256('a'), allow: ['GET /v1/**'] }, { id: 'b', sha256: sha256('b'), allow: [] }, { id: 'c', sha256: sha256('c') }],
+    keys: [{ id: 'a', sha256: sha256('a'), allow: ['GET /v1/**'] }, { id: 'b', sha256: sha256('b'), allow: [] }, { id: 'c', sha256: sha256('c'), rateLimit: { limit: 5, windowS: 1 } }],
   }))
   const { code, stdout } = keygate(['check', file])
   assert.equal(code, 0)
-  assert.match(stdout, /\n  keys with rules: 2\n/)
+  assert.match(stdout, /\n  keys with rules: 2\n  keys with rate limits: 1\n/)
   assert.match(stdout, /\n  keys that may make no request \("allow": \[\]\): b\n/)
   assert.match(stdout, /\n  public rules: 2\n$/)
   const bad = tempFile(t, JSON.stringify({ keys: [{ id: 'a', sha256: sha256('a'), allow: ['GET /v1/**/x'] }] }))

@@ -1,7 +1,8 @@
 /** Per-key scopes and public rules, through the handler and the keys file. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { createKeyStore, createLogger, createThrottle } from '../dist/index.js'
+import { authenticate, authorize, createKeyStore, createLogger, createThrottle } from '../dist/index.js'
+import type { IncomingMessage } from 'node:http'
 import { KeysFileError, parseKeysFile } from '../dist/keys-file.js'
 import { startKeygate } from './helpers.js'
 
@@ -94,4 +95,13 @@ test('keys file: allow, defaults and public are read; bad rules name the file en
   ] as const) {
     assert.throws(() => parseKeysFile(JSON.stringify(bad), 'keys.json'), (error: unknown) => error instanceof KeysFileError && message.test(error.problems.join('\n')))
   }
+})
+
+test('authorize() checks an authenticated key against its rules, for routes of an app', () => {
+  const as = (key: string) => authenticate(keys, { headers: { authorization: key } } as unknown as IncomingMessage)
+  assert.deepEqual(authorize(as(SCOPED), 'GET', '/v1/invoices/3'), { ok: true })
+  assert.deepEqual(authorize(as(SCOPED), 'DELETE', '/v1/invoices/3'), { ok: false, reason: 'forbidden' })
+  assert.deepEqual(authorize(as(SCOPED), 'GET', '/v1/invoices/%2e%2e/x'), { ok: false, reason: 'bad_path' })
+  assert.deepEqual(authorize(as(FULL), 'DELETE', '/anything'), { ok: true })
+  assert.deepEqual(authorize(as('wrong'), 'GET', '/v1/invoices'), { ok: false, reason: 'unauthenticated' })
 })
