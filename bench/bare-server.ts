@@ -26,7 +26,7 @@ if (process.argv[2] === 'raw') {
 } else if (process.argv[2] === 'headers' || process.argv[2] === 'contract') {
   // Loaded here, not at the top: the plain server's start-up time is a baseline too.
   const { hash } = await import('node:crypto')
-  const { freshRequestId } = await import('../dist/respond.js')
+  const { freshRequestId } = await import('../dist/http/respond.js')
   const headers = ['content-type', 'application/json; charset=utf-8', 'content-length', String(BODY.length),
     'cache-control', 'no-store', 'x-content-type-options', 'nosniff', 'x-request-id', '']
   const denied = '{"error":"Unauthorized"}'

@@ -19,8 +19,8 @@ import { randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import { authenticate } from '../dist/auth.js'
-import { createKeyStore, type KeyStore } from '../dist/keys.js'
+import { authenticate } from '../dist/keys/auth.js'
+import { createKeyStore, type KeyStore } from '../dist/keys/store.js'
 
 const T_THRESHOLD = 4.5
 const WARMUP_CALLS = 20_000 // per batch

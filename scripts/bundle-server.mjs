@@ -15,7 +15,7 @@
 // The library (dist/index.js and the rest) stays as tsc wrote it. Only the forms tsc writes for
 // this code base are understood; anything else stops the build with a message, rather than
 // producing a bundle that behaves differently:
-//   import { a, b as c } from 'node:x' | './y.js';    import x from 'node:x';
+//   import { a, b as c } from 'node:x' | './y.js' | '../z/y.js';    import x from 'node:x';
 //   export function|async function|class|const name ...;    await import('./y.js' | 'node:x')
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'

@@ -1,10 +1,10 @@
 /** The `keygate` command's work: serve, keygen, hash, check, --version (loaded by cli.ts). */
 import { createHash, randomBytes } from 'node:crypto'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { isValidKey, isValidKeyId, tryCreateKeyStore, type KeyEntry } from './keys.js'
-import { KeysFileError, loadKeysFile } from './keys-file.js'
-import { EXPIRY_WARNING_DAYS, expiryMsOf, findingsOf } from './keys-findings.js'
-import { generateKey } from './keygen.js'
+import { isValidKey, isValidKeyId, tryCreateKeyStore, type KeyEntry } from './keys/store.js'
+import { KeysFileError, loadKeysFile } from './keys/file.js'
+import { EXPIRY_WARNING_DAYS, expiryMsOf, findingsOf } from './keys/findings.js'
+import { generateKey } from './keys/keygen.js'
 import { VERSION } from './version.js'
 
 const USAGE = `Usage: keygate [command] [options]

@@ -1,6 +1,6 @@
 /** Turns environment variables into a validated, typed configuration. Pure: no I/O, no exit. */
-import { isValidKey } from './keys.js'
-import { LOG_LEVELS, type LogLevel } from './log.js'
+import { isValidKey } from './keys/store.js'
+import { LOG_LEVELS, type LogLevel } from './observe/log.js'
 
 /** A user's configuration mistake: the entry point prints its message as one line and exits 1. */
 export class ConfigError extends Error {

@@ -1,7 +1,7 @@
 /** keygate's public API for embedding in your own server: everything the server itself uses. */
-export { createHandler, createHandlerMetrics, type Handler, type HandlerOptions, type Next } from './handler.js'
-export type { RoutePaths } from './routes.js'
-export { createKeyStore, isValidKey, type KeyEntry, type KeyRecord, type KeyStore } from './keys.js'
+export { createHandler, createHandlerMetrics, type Handler, type HandlerOptions, type Next } from './http/handler.js'
+export type { RoutePaths } from './http/routes.js'
+export { createKeyStore, isValidKey, type KeyEntry, type KeyRecord, type KeyStore } from './keys/store.js'
 export {
   createKeysFileStore,
   createSwappableKeyStore,
@@ -12,12 +12,13 @@ export {
   type KeysFileReloader,
   type KeysFileStore,
   type SwappableKeyStore,
-} from './keys-file.js'
-export { authenticate, authorize, extractCredential, type AuthFailure, type AuthResult, type Authorization } from './auth.js'
-export { clientAddressOf } from './client.js'
-export { createLogger, silentLogger, type Logger, type LoggerOptions, type LogLevel } from './log.js'
-export { createMetrics, renderMetrics, type Metrics, type MetricsGauges, type MetricsSnapshot } from './metrics.js'
-export { createThrottle, THROTTLE_DEFAULTS, throttleKeyOf, type Throttle, type ThrottleOptions } from './throttle.js'
+} from './keys/file.js'
+export { authenticate, extractCredential, type AuthFailure, type AuthResult } from './keys/auth.js'
+export { authorize, type Authorization } from './http/authorize.js'
+export { clientAddressOf } from './http/client.js'
+export { createLogger, silentLogger, type Logger, type LoggerOptions, type LogLevel } from './observe/log.js'
+export { createMetrics, renderMetrics, type Metrics, type MetricsGauges, type MetricsSnapshot } from './observe/metrics.js'
+export { createThrottle, THROTTLE_DEFAULTS, throttleKeyOf, type Throttle, type ThrottleOptions } from './limits/throttle.js'
 export { VERSION } from './version.js'
 export { canonicalPath, type CanonicalPath } from './http/canonical-path.js'
 export { compilePolicy, type Policy } from './keys/policy.js'

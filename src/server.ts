@@ -5,20 +5,20 @@ import type { Server as HttpsServer } from 'node:https'
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { ConfigError, DEMO_KEY, loadConfig, settingsOf, type Config } from './config.js'
-import { createHandler, createHandlerMetrics, type Handler } from './handler.js'
-import { createKeyStore, type KeyEntry, type KeyStore } from './keys.js'
-import { createSwappableKeyStore, ENV_KEY_ID, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys-file.js'
-import { keysFileWarnings } from './keys-findings.js'
-import { createLogger, type Logger } from './log.js'
-import { normalizeAddress } from './client.js'
-import { answerClientError } from './respond.js'
-import { createThrottle, type Throttle } from './throttle.js'
-import type { TlsPair } from './tls.js'
+import { createHandler, createHandlerMetrics, type Handler } from './http/handler.js'
+import { createKeyStore, type KeyEntry, type KeyStore } from './keys/store.js'
+import { createSwappableKeyStore, ENV_KEY_ID, KeysFileError, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys/file.js'
+import { keysFileWarnings } from './keys/findings.js'
+import { createLogger, type Logger } from './observe/log.js'
+import { normalizeAddress } from './http/client.js'
+import { answerClientError } from './http/respond.js'
+import { createThrottle, type Throttle } from './limits/throttle.js'
+import type { TlsPair } from './process/tls.js'
 import { nodeVersionProblem, VERSION } from './version.js'
 
 // node:cluster, node:https (with TLS) and their modules load only when configured: each costs
 // startup time, and time to the first answer is part of what keygate promises.
-type TlsModule = typeof import('./tls.js')
+type TlsModule = typeof import('./process/tls.js')
 type ClusterRole = { primary: true } | { primary: false; worker: number }
 
 // How often node:http looks for connections past their headers or request timeout (its default
@@ -57,15 +57,15 @@ async function main(): Promise<void> {
     for (const warning of warnings) log.warn(warning)
     log.info('settings', settingsOf(config))
   }
-  const tlsModule = config.tls === undefined ? undefined : await import('./tls.js')
+  const tlsModule = config.tls === undefined ? undefined : await import('./process/tls.js')
   if (role?.primary) {
     // Check keys and certificates once here, so a mistake is one line and exit 1, not a crash loop.
     warnAboutKeys(config, exitOnConfigError(() => loadKeys(config), log), log)
     if (config.tls !== undefined) exitOnConfigError(() => tlsModule?.loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
-    const { runPrimary } = await import('./cluster.js')
+    const { runPrimary } = await import('./process/cluster.js')
     return runPrimary(config, log, (port) => urlOf(config, port), (error) => exitOnListenError(error, config, log))
   }
-  serve(config, log, tlsModule, role === undefined ? undefined : await import('./cluster-worker.js'))
+  serve(config, log, tlsModule, role === undefined ? undefined : await import('./process/cluster-worker.js'))
 }
 
 async function clusterRole(): Promise<ClusterRole> {
@@ -78,7 +78,7 @@ function serve(
   config: Config,
   log: Logger,
   tlsModule: TlsModule | undefined,
-  worker: typeof import('./cluster-worker.js') | undefined,
+  worker: typeof import('./process/cluster-worker.js') | undefined,
 ): void {
   const loaded = exitOnConfigError(() => loadKeys(config), log)
   if (worker === undefined) warnAboutKeys(config, loaded, log) // in a cluster, the primary has
@@ -188,12 +188,12 @@ function warnAboutKeys(config: Config, loaded: LoadedKeys, log: Logger): void {
   for (const warning of keysFileWarnings(config.keysFile, loaded.entries, Date.now())) log.warn(warning)
 }
 
-/** Runs `load`; a `ConfigError` (a user's mistake) becomes one stderr line and exit 1, anything else a crash. */
+/** Runs `load`; a `ConfigError` or `KeysFileError` (a user's mistake) becomes one stderr line and exit 1, anything else a crash. */
 function exitOnConfigError<T>(load: () => T, log?: Logger): T {
   try {
     return load()
   } catch (error) {
-    if (!(error instanceof ConfigError)) throw error
+    if (!(error instanceof ConfigError) && !(error instanceof KeysFileError)) throw error
     log?.flush()
     process.stderr.write(`keygate: ${error.message}\n`)
     process.exit(1)

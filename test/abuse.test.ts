@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { createKeyStore } from '../dist/keys.js'
-import { createLogger } from '../dist/log.js'
-import { createThrottle, type Throttle } from '../dist/throttle.js'
+import { createKeyStore } from '../dist/keys/store.js'
+import { createLogger } from '../dist/observe/log.js'
+import { createThrottle, type Throttle } from '../dist/limits/throttle.js'
 import { TEST_KEY, startKeygate, startServerProcess, waitFor } from './helpers.js'
 
 const keys = createKeyStore([{ id: 't', key: TEST_KEY }])

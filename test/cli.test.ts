@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { crc32, generateKey, hasValidChecksum } from '../dist/keygen.js'
+import { crc32, generateKey, hasValidChecksum } from '../dist/keys/keygen.js'
 import { CLI_JS, SERVER_JS, startServerProcess } from './helpers.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')

@@ -5,8 +5,8 @@ import { createServer, type RequestListener, type Server } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
-import { createHandler, type HandlerOptions } from '../dist/handler.js'
-import { createKeyStore } from '../dist/keys.js'
+import { createHandler, type HandlerOptions } from '../dist/http/handler.js'
+import { createKeyStore } from '../dist/keys/store.js'
 
 export const TEST_KEY = 'test-key-0123456789abcdef'
 export const SERVER_JS = fileURLToPath(new URL('../dist/server.js', import.meta.url))

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { test, type TestContext } from 'node:test'
-import { createLogger } from '../dist/log.js'
+import { createLogger } from '../dist/observe/log.js'
 import { freePort, logLines, runNode, startServerProcess, waitFor } from './helpers.js'
 
 const KEY = 'operations-key-0123456789abcdef'
@@ -159,7 +159,7 @@ async function runLoggerScript(t: TestContext, script: string) {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-log-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const file = join(dir, 'script.mjs')
-  writeFileSync(file, `import { createLogger } from ${JSON.stringify(new URL('../dist/log.js', import.meta.url).href)}\n${script}`)
+  writeFileSync(file, `import { createLogger } from ${JSON.stringify(new URL('../dist/observe/log.js', import.meta.url).href)}\n${script}`)
   const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''

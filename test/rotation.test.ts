@@ -4,8 +4,8 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { createKeyStore } from '../dist/keys.js'
-import { createLogger } from '../dist/log.js'
+import { createKeyStore } from '../dist/keys/store.js'
+import { createLogger } from '../dist/observe/log.js'
 import { logLines, runNode, startKeygate, startServerProcess, waitFor, type Child } from './helpers.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')

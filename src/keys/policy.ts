@@ -5,7 +5,6 @@
  * `<path>` is matched segment by segment, anchored and case-sensitive: `*` is exactly one non-empty
  * segment, a last `**` zero or more segments, anything else only itself. Pure.
  */
-import { canonicalPath } from '../http/canonical-path.js'
 
 /** Compiled rules: `allows(method, segments)` with the canonical segments of a request path. */
 export interface Policy {
@@ -81,11 +80,22 @@ function parseMethods(text: string): Methods {
   return methods
 }
 
-/** The rule's segments: a canonical path where `*` and a last `**` stand alone in their segment. */
+// What a rule's literal segment may hold: characters a canonical path keeps as they are (no escapes).
+const RULE_SEGMENT = /^[A-Za-z0-9._~!$&'()*+,=:@-]*$/
+
+/**
+ * The rule's segments: a path in the form requests are matched in (see http/canonical-path.ts:
+ * no empty segment but a final one, no `.` or `..`, no escapes, `;` or `\`), where `*` and a last
+ * `**` stand alone in their segment.
+ */
 function parseRulePath(path: string): string[] {
-  const canonical = canonicalPath(path)
-  if (!canonical.ok) throw new TypeError(`the path must start with "/" and be canonical (${canonical.refusal})`)
-  const { segments } = canonical
+  if (!path.startsWith('/')) throw new TypeError('the path must start with "/"')
+  const segments = path.slice(1).split('/')
+  segments.forEach((segment, i) => {
+    if (segment === '' && i < segments.length - 1) throw new TypeError('the path must be canonical: no empty segment (//)')
+    if (segment === '.' || segment === '..') throw new TypeError('the path must be canonical: no "." or ".." segment')
+    if (!RULE_SEGMENT.test(segment)) throw new TypeError('the path must be canonical: no escapes, spaces, ";" or "\\", ASCII only')
+  })
   if (segments.length > MAX_RULE_SEGMENTS) throw new TypeError(`a path has at most ${MAX_RULE_SEGMENTS} segments`)
   segments.forEach((segment, i) => {
     if (segment === '**' && i !== segments.length - 1) throw new TypeError('"**" may only be the last segment')

@@ -6,11 +6,11 @@
  */
 import cluster, { type Worker } from 'node:cluster'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
-import type { Config } from './config.js'
+import type { Config } from '../config.js'
 import { SCRAPE_DEADLINE_MS, type WorkerMessage as Message } from './cluster-worker.js'
-import type { Logger } from './log.js'
-import { sumSnapshots, type MetricsSnapshot } from './metrics.js'
-import { VERSION } from './version.js'
+import type { Logger } from '../observe/log.js'
+import { sumSnapshots, type MetricsSnapshot } from '../observe/metrics.js'
+import { VERSION } from '../version.js'
 
 // More deaths than this within the window is a crash loop: restarting again would only spin.
 const CRASH_LOOP_DEATHS = 5

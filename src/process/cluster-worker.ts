@@ -5,7 +5,7 @@
  */
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
-import type { Metrics, MetricsSnapshot } from './metrics.js'
+import type { Metrics, MetricsSnapshot } from '../observe/metrics.js'
 
 export type WorkerMessage =
   | { type: 'keygate:ready' }

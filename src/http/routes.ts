@@ -1,12 +1,12 @@
 /** The routes keygate owns: their methods, key checks, throttling and prepared replies. */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { authenticate, type AuthResult } from './auth.js'
-import type { KeyStore } from './keys.js'
-import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from './metrics.js'
+import { authenticate, type AuthResult } from '../keys/auth.js'
+import type { KeyStore } from '../keys/store.js'
+import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from '../observe/metrics.js'
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
-import { throttleKeyOf, type Throttle } from './throttle.js'
-import { originalRequestOf } from './http/original-request.js'
-import type { RateLimitStore } from './limits/rate-limit.js'
+import { throttleKeyOf, type Throttle } from '../limits/throttle.js'
+import { originalRequestOf } from './original-request.js'
+import type { RateLimitStore } from '../limits/rate-limit.js'
 
 export type Outcome =
   | AuthResult

@@ -5,8 +5,8 @@ import type { RequestListener, ServerOptions } from 'node:http'
 import { createServer, type Server as HttpsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import { createSecureContext as createTlsContext, type TLSSocket } from 'node:tls'
-import { ConfigError } from './config.js'
-import type { Logger } from './log.js'
+import { ConfigError } from '../config.js'
+import type { Logger } from '../observe/log.js'
 
 export interface TlsFiles {
   certFile: string

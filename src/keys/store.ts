@@ -1,8 +1,8 @@
 /** The key store: entries held as SHA-256 digests, looked up by digest (see digest-index.ts). Pure: no I/O. */
 import { hash } from 'node:crypto'
 import { createDigestIndex, type DigestIndex } from './digest-index.js'
-import { compilePolicy, type Policy } from './keys/policy.js'
-import { compileRateLimit, type RateLimit, type RateLimitSpec } from './limits/rate-limit.js'
+import { compilePolicy, type Policy } from './policy.js'
+import { compileRateLimit, type RateLimit, type RateLimitSpec } from '../limits/rate-limit.js'
 
 /** One key as the embedding code or the keys file gives it: exactly one of `key` or `sha256`. */
 export type KeyEntry =

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { test, type TestContext } from 'node:test'
-import { createKeyStore } from '../dist/keys.js'
-import { KeysFileError, createSwappableKeyStore, loadKeysFile, parseKeysFile, watchKeysFile } from '../dist/keys-file.js'
-import { waitFor } from './helpers.js'
+import { createKeyStore } from '../../dist/keys/store.js'
+import { KeysFileError, createSwappableKeyStore, loadKeysFile, parseKeysFile, watchKeysFile } from '../../dist/keys/file.js'
+import { waitFor } from '../helpers.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
 const FILE = 'keys.json'

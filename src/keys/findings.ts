@@ -1,5 +1,5 @@
 /** What deserves an operator's look in a valid keys file: `keygate check` and startup report it. Pure. */
-import type { KeyEntry } from './keys.js'
+import type { KeyEntry } from './store.js'
 
 const DAY_MS = 86_400_000
 /** How far ahead an expiry is worth a warning. */

@@ -1,8 +1,8 @@
 /** Per-key rate limits (GCRA), unit and through the handler. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { compileRateLimit, createKeyStore, createMemoryRateLimitStore } from '../dist/index.js'
-import { startKeygate } from './helpers.js'
+import { compileRateLimit, createKeyStore, createMemoryRateLimitStore } from '../../dist/index.js'
+import { startKeygate } from '../helpers.js'
 
 test('GCRA: a burst at once, then one request per interval; refused requests do not count', () => {
   const limit = compileRateLimit({ limit: 10, windowS: 1, burst: 3 }, 'k') // one request every 100 ms, 3 at once

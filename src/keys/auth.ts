@@ -1,9 +1,8 @@
 /** Reads the credential from a request and verifies it against a key store. */
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
-import { canonicalPath } from './http/canonical-path.js'
-import type { KeyStore } from './keys.js'
-import type { Policy } from './keys/policy.js'
-import type { RateLimit } from './limits/rate-limit.js'
+import type { KeyStore } from './store.js'
+import type { Policy } from './policy.js'
+import type { RateLimit } from '../limits/rate-limit.js'
 
 export type AuthFailure = 'missing' | 'invalid' | 'expired'
 
@@ -62,17 +61,3 @@ export function authenticate(keys: KeyStore, req: IncomingMessage, nowMs?: numbe
   return { ok: false, reason: 'expired', keyId: record.id }
 }
 
-/** The answer of `authorize`: the request may go on, or why not (403 forbidden, 400 for an ambiguous path). */
-export type Authorization = { ok: true } | { ok: false; reason: 'forbidden' | 'bad_path' | 'unauthenticated' }
-
-/**
- * For an app's own routes: may the authenticated key make `method` on `path` (without its query)?
- * A key without rules may make every request; the path must be canonical, as for the server.
- */
-export function authorize(auth: AuthResult, method: string, path: string): Authorization {
-  if (!auth.ok) return { ok: false, reason: 'unauthenticated' }
-  const canonical = canonicalPath(path)
-  if (!canonical.ok) return { ok: false, reason: 'bad_path' }
-  if (auth.policy === undefined || auth.policy.allows(method, canonical.segments)) return { ok: true }
-  return { ok: false, reason: 'forbidden' }
-}

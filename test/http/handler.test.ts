@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { freshRequestId } from '../dist/respond.js'
-import { TEST_KEY, rawRequest, startKeygate } from './helpers.js'
+import { freshRequestId } from '../../dist/http/respond.js'
+import { TEST_KEY, rawRequest, startKeygate } from '../helpers.js'
 
 const JSON_TYPE = 'application/json; charset=utf-8'
 const DATA = '{"message":"Here is your data"}'

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import { test } from 'node:test'
-import { authenticate, extractCredential } from '../dist/auth.js'
-import { createKeyStore } from '../dist/keys.js'
+import { authenticate, extractCredential } from '../../dist/keys/auth.js'
+import { createKeyStore } from '../../dist/keys/store.js'
 
 const keys = createKeyStore([
   { id: 'live', key: 'live-key' },

@@ -1,13 +1,12 @@
 /** The keys file: reading and validating it, swapping a new key set in, watching it for changes. */
 import { closeSync, constants, fstatSync, openSync, readFileSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
-import { ConfigError } from './config.js'
 import { checkJson, lineAndColumnOf } from './json-check.js'
-import { isValidKeyId, tryCreateKeyStore, type KeyEntry, type KeyRecord, type KeyStore } from './keys.js'
-import { silentLogger, type Logger } from './log.js'
+import { isValidKeyId, tryCreateKeyStore, type KeyEntry, type KeyRecord, type KeyStore } from './store.js'
+import { silentLogger, type Logger } from '../observe/log.js'
 
 /** A keys file that cannot be used; `problems` has one message per fault found. */
-export class KeysFileError extends ConfigError {
+export class KeysFileError extends Error {
   override name = 'KeysFileError'
   constructor(
     readonly file: string,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { test } from 'node:test'
-import { createKeyStore, isValidKey } from '../dist/keys.js'
+import { createKeyStore, isValidKey } from '../../dist/keys/store.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
 

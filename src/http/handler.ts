@@ -3,13 +3,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { discardBody, hasUnreadBody } from './body.js'
 import { clientAddressOf } from './client.js'
-import { createMemoryRateLimitStore, type RateLimitStore } from './limits/rate-limit.js'
-import type { KeyStore } from './keys.js'
-import { silentLogger, type Logger } from './log.js'
-import { FAILURE_REASONS, ROUTE_NAMES, createMetrics, type Metrics, type MetricsSnapshot } from './metrics.js'
+import { createMemoryRateLimitStore, type RateLimitStore } from '../limits/rate-limit.js'
+import type { KeyStore } from '../keys/store.js'
+import { silentLogger, type Logger } from '../observe/log.js'
+import { FAILURE_REASONS, ROUTE_NAMES, createMetrics, type Metrics, type MetricsSnapshot } from '../observe/metrics.js'
 import { requestIdOf, sendReply } from './respond.js'
 import { claimedVariant, createRoutes, EXPECTATION_FAILED, MALFORMED, REPLY, resolveRoutePaths, type Context, type Outcome, type RouteEntry, type RoutePaths } from './routes.js'
-import type { Throttle } from './throttle.js'
+import type { Throttle } from '../limits/throttle.js'
 
 export interface HandlerOptions {
   /** The keys that unlock `/data` and `/auth`. */

@@ -3,8 +3,8 @@ import { runInNewContext } from 'node:vm'
 import assert from 'node:assert/strict'
 import type { IncomingMessage } from 'node:http'
 import { test } from 'node:test'
-import { clientAddressOf } from '../dist/client.js'
-import { createThrottle, throttleKeyOf } from '../dist/throttle.js'
+import { clientAddressOf } from '../../dist/http/client.js'
+import { createThrottle, throttleKeyOf } from '../../dist/limits/throttle.js'
 
 const T0 = 1_000_000
 
