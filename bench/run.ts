@@ -71,7 +71,7 @@ const auth = `Authorization: ${KEY}\r\n`
 const wrongKey = 'Authorization: wrong-key-0123456789abcdefghijklmnopq\r\n'
 const silent = { API_KEY: KEY, LOG_LEVEL: 'silent' }
 
-function cases(keysFile: string): Case[] {
+function cases(keysFile: string, policyFiles: { rules: string; limited: string }): Case[] {
   return [
     { name: 'raw net (generator ceiling)', server: { baseline: 'raw' }, headers: '' },
     { name: 'bare node:http', server: { baseline: 'http' }, headers: '' },
@@ -83,6 +83,8 @@ function cases(keysFile: string): Case[] {
     { name: 'keygate 100,000 keys loaded', server: { keygate: { API_KEYS_FILE: keysFile, LOG_LEVEL: 'silent' } }, headers: auth },
     { name: 'keygate access log at info, to a file', server: { keygate: { API_KEY: KEY, LOG_LEVEL: 'info' } }, headers: auth, logFile: true },
     { name: 'keygate WORKERS=2', server: { keygate: { ...silent, WORKERS: '2' } }, headers: auth },
+    { name: 'keygate key with 50 rules', server: { keygate: { API_KEYS_FILE: policyFiles.rules, LOG_LEVEL: 'silent' } }, headers: auth },
+    { name: 'keygate rate-limited key (never refused)', server: { keygate: { API_KEYS_FILE: policyFiles.limited, LOG_LEVEL: 'silent' } }, headers: auth },
   ]
 }
 
@@ -208,12 +210,23 @@ function makeKeysFile(dir: string): string {
   return file
 }
 
+/** Keys files for the policy cases: the bench key with 50 rules (the last allows GET /data), and with a limit it never reaches. */
+function makePolicyFiles(dir: string): { rules: string; limited: string } {
+  const sha256 = createHash('sha256').update(KEY).digest('hex')
+  const allow = [...Array.from({ length: 49 }, (_, i) => `GET,POST /v1/service-${i}/*/items/**`), 'GET /data']
+  const rules = join(dir, 'rules.json')
+  writeFileSync(rules, JSON.stringify({ keys: [{ id: 'bench', sha256, allow }] }))
+  const limited = join(dir, 'limited.json')
+  writeFileSync(limited, JSON.stringify({ keys: [{ id: 'bench', sha256, rateLimit: { limit: 1_000_000_000, windowS: 1 } }] }))
+  return { rules, limited }
+}
+
 async function runLoadBenchmark() {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-'))
   try {
     // --only "bare,authorized": the cases whose names contain one of these words (the rest are skipped).
     const wanted = flags.only?.split(',').map((word) => word.trim().toLowerCase())
-    const all = cases(makeKeysFile(dir)).filter((c) => !wanted || wanted.some((word) => c.name.toLowerCase().includes(word)))
+    const all = cases(makeKeysFile(dir), makePolicyFiles(dir)).filter((c) => !wanted || wanted.some((word) => c.name.toLowerCase().includes(word)))
     const runs = new Map<string, Array<Run & { startupMs: number }>>(all.map((c) => [c.name, []]))
     for (let round = 1; round <= settings.rounds; round++) {
       // A new order each round: drift within a round then favours no case over another.
@@ -268,6 +281,8 @@ const COMPARISONS: Comparison[] = [
   { name: '100,000 keys / 1 key', of: 'keygate 100,000 keys loaded', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.98', passes: (v) => v >= 0.98 },
   { name: 'log at info / silent', of: 'keygate access log at info, to a file', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.90', passes: (v) => v >= 0.9 },
   { name: 'WORKERS=2 / 1', of: 'keygate WORKERS=2', against: 'keygate GET /data, authorized', measure: 'rps', target: 'report', passes: () => true },
+  { name: 'key with 50 rules / no rules', of: 'keygate key with 50 rules', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
+  { name: 'rate-limited key / no limit', of: 'keygate rate-limited key (never refused)', against: 'keygate GET /data, authorized', measure: 'rps', target: 'report', passes: () => true },
   { name: 'start to first 200 (separate starts in pairs): keygate / bare', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'startup', target: '<= 1.2', passes: (v) => v <= 1.2 },
   { name: 'RSS idle: keygate - bare (MB)', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'rss', target: '<= +10', passes: (v) => v <= 10 },
 ]
