@@ -105,3 +105,14 @@ test('authorize() checks an authenticated key against its rules, for routes of a
   assert.deepEqual(authorize(as(FULL), 'DELETE', '/anything'), { ok: true })
   assert.deepEqual(authorize(as('wrong'), 'GET', '/v1/invoices'), { ok: false, reason: 'unauthenticated' })
 })
+
+test('public rules open keygate\'s own routes too: /data and /metrics without a key', async (t) => {
+  const open = createKeyStore([{ id: 'ops', key: FULL }], ['GET /data'])
+  const url = await startKeygate(t, { keys: open })
+  const data = await fetch(`${url}/data`)
+  assert.equal(data.status, 200)
+  assert.deepEqual(await data.json(), { message: 'Here is your data' })
+  const metrics = await fetch(`${url}/metrics`)
+  assert.equal(metrics.status, 401, 'only what a public rule names')
+  await metrics.arrayBuffer()
+})

@@ -164,10 +164,17 @@ export function createRoutes(
     }
     return auth
   }
+  // A `public` rule lets a request through without a key; while there is none, this is one property read.
+  const isPublic = (method: string | undefined, segments: readonly string[]) =>
+    keys.publicPolicy !== undefined && method !== undefined && keys.publicPolicy.allows(method, segments)
   const requireKey = (reply: Reply, segments: readonly string[]): Route => (req, res, context) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
       return undefined
+    }
+    if (isPublic(req.method, segments)) {
+      sendReply(req, res, reply, context.requestId)
+      return PUBLIC
     }
     const outcome = checkScope(checkKey(req, res, context), req.method, segments, req, res, context)
     const headers = rateHeaders(outcome, req, res, context)
@@ -203,7 +210,7 @@ export function createRoutes(
       sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
       return undefined
     }
-    const outcome = checkScope(checkKey(req, res, context), req.method, METRICS_SEGMENTS, req, res, context)
+    const outcome = isPublic(req.method, METRICS_SEGMENTS) ? PUBLIC : checkScope(checkKey(req, res, context), req.method, METRICS_SEGMENTS, req, res, context)
     const headers = rateHeaders(outcome, req, res, context)
     if (headers === LIMITED) return rateLimited(outcome)
     if (outcome.ok) {
