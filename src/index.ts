@@ -22,4 +22,4 @@ export { createThrottle, THROTTLE_DEFAULTS, throttleKeyOf, type Throttle, type T
 export { VERSION } from './version.js'
 export { canonicalPath, type CanonicalPath } from './http/canonical-path.js'
 export { compilePolicy, type Policy } from './keys/policy.js'
-export { compileRateLimit, createMemoryRateLimitStore, type RateDecision, type RateLimit, type RateLimitSpec, type RateLimitStore } from './limits/rate-limit.js'
+export { compileRateLimit, createMemoryRateLimitStore, type MemoryRateLimitStore, type RateDecision, type RateLimit, type RateLimitSpec, type RateLimitStore } from './limits/rate-limit.js'

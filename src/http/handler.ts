@@ -59,14 +59,23 @@ export function createHandler(options: HandlerOptions): Handler {
     if (logging) logRequest(log, req, res, path, ms, context, outcome)
   }
   const dispatch = (req: IncomingMessage, res: ServerResponse, entry: RouteEntry | undefined, path: string, startedMs: number, context: Context) => {
-    let outcome: Outcome | undefined
+    let outcome: Outcome | undefined | Promise<Outcome>
     try {
       if (entry === undefined) sendReply(req, res, REPLY.notFound, context.requestId)
       else outcome = entry.route(req, res, context)
     } catch (error) {
       sendInternalError(req, res, context.requestId, log, error)
     }
-    finish(req, res, path, entry?.index ?? OTHER_ROUTE, startedMs, context, outcome)
+    const index = entry?.index ?? OTHER_ROUTE
+    // A decision from a store in another process comes later: count and log the request then.
+    if (!(outcome instanceof Promise)) return finish(req, res, path, index, startedMs, context, outcome)
+    outcome.then(
+      (settled) => finish(req, res, path, index, startedMs, context, settled),
+      (error: unknown) => {
+        sendInternalError(req, res, context.requestId, log, error)
+        finish(req, res, path, index, startedMs, context)
+      },
+    )
   }
 
   return function keygate(req, res, next) {

@@ -6,7 +6,7 @@ import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
 import { throttleKeyOf, type Throttle } from '../limits/throttle.js'
 import { originalRequestOf } from './original-request.js'
-import type { RateLimitStore } from '../limits/rate-limit.js'
+import type { RateDecision, RateLimit, RateLimitStore } from '../limits/rate-limit.js'
 
 export type Outcome =
   | AuthResult
@@ -50,7 +50,10 @@ export interface Context {
 }
 
 /** A route answers the request and returns the authentication outcome, if it needed a key. */
-export type Route = (req: IncomingMessage, res: ServerResponse, context: Context) => Outcome | undefined
+export type Route = (req: IncomingMessage, res: ServerResponse, context: Context) => Outcome | undefined | Promise<Outcome>
+
+/** Writes the answer of an allowed request, with the rate-limit headers when the key has a limit. */
+type Answer = (req: IncomingMessage, res: ServerResponse, context: Context, outcome: Outcome & { ok: true }, headers: string[] | undefined) => void
 
 /** A route, its path and its index in `ROUTE_NAMES`, for the metrics. */
 export interface RouteEntry {
@@ -101,6 +104,21 @@ function looseForm(path: string): string {
 }
 
 const LIMITED = Symbol('rate limited')
+/** The RateLimit headers for the answer, undefined for a key without a limit, or LIMITED once the 429 is sent. */
+type RateHeaders = string[] | undefined | typeof LIMITED
+
+function headersOf(decision: RateDecision, limit: RateLimit, req: IncomingMessage, res: ServerResponse, context: Context): RateHeaders {
+  const headers = ['ratelimit-policy', limit.policyHeader, 'ratelimit', `"key";r=${decision.remaining};t=${decision.resetS}`]
+  if (decision.allowed) return headers
+  sendReply(req, res, REPLY.rateLimited, context.requestId, [...headers, 'retry-after', String(decision.retryAfterS)])
+  return LIMITED
+}
+
+function settle(outcome: Outcome, headers: RateHeaders, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome {
+  if (headers === LIMITED) return rateLimited(outcome)
+  if (outcome.ok) answer(req, res, context, outcome, headers)
+  return outcome
+}
 
 function rateLimited(outcome: Outcome): Outcome {
   return { ok: false, reason: 'rate_limited', keyId: outcome.keyId ?? '' }
@@ -137,14 +155,21 @@ export function createRoutes(
    * After the scope, the key's rate limit: the RateLimit headers for the answer (undefined for a
    * key without a limit: no store is asked), or LIMITED once the 429 has been sent.
    */
-  const rateHeaders = (outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context): string[] | undefined | typeof LIMITED => {
+  const rateHeaders = (outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context): RateHeaders | Promise<RateHeaders> => {
     const limit = outcome.ok ? outcome.rateLimit : undefined
     if (limit === undefined) return undefined
     const decision = rateLimits.take(limit.stateKey, limit, Date.now())
-    const headers = ['ratelimit-policy', limit.policyHeader, 'ratelimit', `"key";r=${decision.remaining};t=${decision.resetS}`]
-    if (decision.allowed) return headers
-    sendReply(req, res, REPLY.rateLimited, context.requestId, [...headers, 'retry-after', String(decision.retryAfterS)])
-    return LIMITED
+    if (decision instanceof Promise) return decision.then((settled) => headersOf(settled, limit, req, res, context))
+    return headersOf(decision, limit, req, res, context)
+  }
+  /**
+   * The rest of a keyed request once its rate limit is decided: at once with a memory store, when
+   * the answer comes with a remote one (the route then returns a promise of its outcome).
+   */
+  const limitThenAnswer = (outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome | Promise<Outcome> => {
+    const headers = rateHeaders(outcome, req, res, context)
+    if (headers instanceof Promise) return headers.then((settled) => settle(outcome, settled, req, res, context, answer))
+    return settle(outcome, headers, req, res, context, answer)
   }
   /** Throttle check, then key check; sends the 429 or 401 itself. */
   const checkKey = (req: IncomingMessage, res: ServerResponse, context: Context): Outcome => {
@@ -167,7 +192,9 @@ export function createRoutes(
   // A `public` rule lets a request through without a key; while there is none, this is one property read.
   const isPublic = (method: string | undefined, segments: readonly string[]) =>
     keys.publicPolicy !== undefined && method !== undefined && keys.publicPolicy.allows(method, segments)
-  const requireKey = (reply: Reply, segments: readonly string[]): Route => (req, res, context) => {
+  const requireKey = (reply: Reply, segments: readonly string[]): Route => {
+    const answer: Answer = (req, res, context, _outcome, headers) => sendReply(req, res, reply, context.requestId, headers)
+    return (req, res, context) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
       return undefined
@@ -176,11 +203,8 @@ export function createRoutes(
       sendReply(req, res, reply, context.requestId)
       return PUBLIC
     }
-    const outcome = checkScope(checkKey(req, res, context), req.method, segments, req, res, context)
-    const headers = rateHeaders(outcome, req, res, context)
-    if (headers === LIMITED) return rateLimited(outcome)
-    if (outcome.ok) sendReply(req, res, reply, context.requestId, headers)
-    return outcome
+    return limitThenAnswer(checkScope(checkKey(req, res, context), req.method, segments, req, res, context), req, res, context, answer)
+    }
   }
   const open = (reply: Reply): Route => (req, res, { requestId }) => {
     if (req.method === 'GET' || req.method === 'HEAD') sendReply(req, res, reply, requestId)
@@ -189,6 +213,8 @@ export function createRoutes(
   }
   // Forward-auth for reverse proxies: every method, OPTIONS included, needs a key, unless a public
   // rule lets the original request through. Scopes are matched against that original request.
+  const answerAuth: Answer = (req, res, context, outcome, headers) =>
+    sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId, ...(headers ?? [])])
   const forwardAuth: Route = (req, res, context) => {
     const original = originalRequestOf(req.headers)
     if (original === 'ambiguous') {
@@ -199,11 +225,16 @@ export function createRoutes(
       sendReply(req, res, REPLY.keyAccepted, context.requestId)
       return PUBLIC
     }
-    const outcome = checkScope(checkKey(req, res, context), original?.method, original?.segments, req, res, context)
-    const headers = rateHeaders(outcome, req, res, context)
-    if (headers === LIMITED) return rateLimited(outcome)
-    if (outcome.ok) sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId, ...(headers ?? [])])
-    return outcome
+    return limitThenAnswer(checkScope(checkKey(req, res, context), original?.method, original?.segments, req, res, context), req, res, context, answerAuth)
+  }
+  const answerScrape: Answer = (req, res, context, _outcome, headers) => {
+    const send = (snapshot: MetricsSnapshot) => {
+      if (!res.destroyed) sendReply(req, res, createReply(200, renderMetrics(snapshot), [], METRICS_TYPE), context.requestId, headers)
+    }
+    const snapshot = collectMetrics()
+    // Should the cluster not answer, this process's own counters are still worth a scrape.
+    if (snapshot instanceof Promise) snapshot.then(send, () => send(localSnapshot()))
+    else send(snapshot)
   }
   const scrape: Route = (req, res, context) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -211,18 +242,7 @@ export function createRoutes(
       return undefined
     }
     const outcome = isPublic(req.method, METRICS_SEGMENTS) ? PUBLIC : checkScope(checkKey(req, res, context), req.method, METRICS_SEGMENTS, req, res, context)
-    const headers = rateHeaders(outcome, req, res, context)
-    if (headers === LIMITED) return rateLimited(outcome)
-    if (outcome.ok) {
-      const send = (snapshot: MetricsSnapshot) => {
-        if (!res.destroyed) sendReply(req, res, createReply(200, renderMetrics(snapshot), [], METRICS_TYPE), context.requestId, headers)
-      }
-      const snapshot = collectMetrics()
-      // Should the cluster not answer, this process's own counters are still worth a scrape.
-      if (snapshot instanceof Promise) snapshot.then(send, () => send(localSnapshot()))
-      else send(snapshot)
-    }
-    return outcome
+    return limitThenAnswer(outcome, req, res, context, answerScrape)
   }
   const segmentsOf = (name: Exclude<RouteName, 'other'>) => (paths.get(name) ?? `/${name}`).slice(1).split('/')
   const METRICS_SEGMENTS = segmentsOf('metrics')

@@ -58,8 +58,11 @@ export function compileRateLimit(spec: RateLimitSpec, id: string): RateLimit {
 
 /** Where the TATs live: get-and-update of one key's state. */
 export interface RateLimitStore {
-  /** Decides one request of `stateKey` at `nowMs`, counting it if allowed. */
-  take(stateKey: string, limit: RateLimit, nowMs: number): RateDecision
+  /**
+   * Decides one request of `stateKey` at `nowMs`, counting it if allowed. A store across processes
+   * (the cluster primary, Redis) answers with a promise; the handler then answers when it settles.
+   */
+  take(stateKey: string, limit: RateLimit, nowMs: number): RateDecision | Promise<RateDecision>
   /** Keys with state held now. */
   readonly size: number
 }
@@ -79,7 +82,12 @@ export function gcra(tatMs: number, limit: RateLimit, nowMs: number): RateDecisi
 const SWEEP_ABOVE = 10_000
 
 /** TATs in this process's memory; a key's entry is dropped once its TAT has passed (the state of a fresh key). */
-export function createMemoryRateLimitStore(): RateLimitStore {
+/** The memory store decides at once. */
+export interface MemoryRateLimitStore extends RateLimitStore {
+  take(stateKey: string, limit: RateLimit, nowMs: number): RateDecision
+}
+
+export function createMemoryRateLimitStore(): MemoryRateLimitStore {
   const tats = new Map<string, number>()
   let sweepAt = SWEEP_ABOVE
   return {

@@ -1,7 +1,7 @@
 /** Per-key rate limits (GCRA), unit and through the handler. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { compileRateLimit, createKeyStore, createMemoryRateLimitStore } from '../../dist/index.js'
+import { compileRateLimit, createKeyStore, createLogger, createMemoryRateLimitStore, type RateLimitStore } from '../../dist/index.js'
 import { startKeygate } from '../helpers.js'
 
 test('GCRA: a burst at once, then one request per interval; refused requests do not count', () => {
@@ -56,4 +56,28 @@ test('a rate-limited key: RateLimit headers on every answer, then 429 with Retry
   assert.equal(free.policy, null)
   const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: 'free-key-0123456789' } })).text()
   assert.match(metrics, /keygate_auth_failures_total\{reason="rate_limited"\} 1\n/)
+})
+
+test('a store that answers later (as one in another process does) gives the same answers, each logged once', async (t) => {
+  const memory = createMemoryRateLimitStore()
+  const later: RateLimitStore = {
+    get size() {
+      return memory.size
+    },
+    take: (stateKey, limit, nowMs) => new Promise((resolve) => setImmediate(() => resolve(memory.take(stateKey, limit, nowMs)))),
+  }
+  const keys = createKeyStore([{ id: 'limited', key: 'limited-key-0123456789', rateLimit: { limit: 1, windowS: 60, burst: 2 } }])
+  const lines: string[] = []
+  const log = createLogger({ level: 'info', write: (chunk) => lines.push(chunk) })
+  const url = await startKeygate(t, { keys, rateLimits: later, log })
+  const statuses: Array<[number, string | null]> = []
+  for (let i = 0; i < 3; i++) {
+    const res = await fetch(`${url}/auth`, { headers: { authorization: 'limited-key-0123456789' } })
+    statuses.push([res.status, res.headers.get('ratelimit')])
+    await res.arrayBuffer()
+  }
+  assert.deepEqual(statuses, [[204, '"key";r=1;t=60'], [204, '"key";r=0;t=120'], [429, '"key";r=0;t=120']])
+  log.flush()
+  const access = lines.join('').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>)
+  assert.deepEqual(access.map((line) => [line.status, line.reason ?? null]), [[204, null], [204, null], [429, 'rate_limited']])
 })
