@@ -91,6 +91,8 @@ test('keys file: allow, defaults and public are read; bad rules name the file en
     [{ keys: [{ id: 'a', key: 'key-a-0123456789', allow: ['GET /a*b'] }] }, /keys\[0\] \(id "a"\): allow\[0\]: "\*" must be a whole segment/],
     [{ keys: [], public: ['GET /**/x'] }, /public\[0\]: "\*\*" may only be the last segment/],
     [{ keys: [], defaults: { burst: 1 } }, /defaults: unknown field "burst"/],
+    [{ keys: [{ id: 'a', key: 'key-a-0123456789' }], defaults: null }, /"defaults" must be an object/],
+    [{ keys: [], public: 'GET /status' }, /"public" must be an array/],
     [{ keys: [{ id: "a", key: "key-a-0123456789", rateLimit: { limit: 0, windowS: 1 } }] }, /keys\[0\] \(id "a"\): rateLimit.limit must be a positive integer/],
   ] as const) {
     assert.throws(() => parseKeysFile(JSON.stringify(bad), 'keys.json'), (error: unknown) => error instanceof KeysFileError && message.test(error.problems.join('\n')))

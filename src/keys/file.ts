@@ -74,7 +74,8 @@ function parseDocument(text: string, file: string): Document {
     .filter((field) => !TOP_LEVEL_FIELDS.has(field))
     .map((field) => `unknown top-level field ${describeField(field)}: only "keys", "defaults" and "public" are allowed`)
   const { keys, defaults = {}, public: publicRules } = document as { keys?: unknown; defaults?: unknown; public?: unknown }
-  if (defaults === null || typeof defaults !== 'object' || Array.isArray(defaults)) problems.push('"defaults" must be an object such as { "allow": [...] }')
+  const defaultsValid = defaults !== null && typeof defaults === 'object' && !Array.isArray(defaults)
+  if (!defaultsValid) problems.push('"defaults" must be an object such as { "allow": [...] }')
   else for (const field of Object.keys(defaults)) if (!DEFAULTS_FIELDS.has(field)) problems.push(`defaults: unknown field ${describeField(field)} (allowed: allow, rateLimit)`)
   if (publicRules !== undefined && !Array.isArray(publicRules)) problems.push('"public" must be an array of rules such as "GET /status"')
   if (!Array.isArray(keys)) throw new KeysFileError(file, ['"keys" must be an array of entries', ...problems])
@@ -82,7 +83,7 @@ function parseDocument(text: string, file: string): Document {
   keys.forEach((entry, index) => {
     for (const problem of unknownFieldsOf(entry, index)) problems.push(problem)
   })
-  return { entries: keys as KeyEntry[], problems, defaults: defaults as Document['defaults'], publicRules: publicRules as string[] | undefined }
+  return { entries: keys as KeyEntry[], problems, defaults: defaultsValid ? (defaults as Document['defaults']) : {}, publicRules: publicRules as string[] | undefined }
 }
 
 /** A key store whose whole set is replaced in one assignment: a lookup sees the old set or the new. */
