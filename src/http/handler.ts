@@ -106,6 +106,7 @@ export function createHandler(options: HandlerOptions): Handler {
 /** What a route needs beyond `req`; the client's address is worked out only if something asks for it. */
 class RequestContext implements Context {
   private address: string | undefined
+  original: Context['original'] = undefined
 
   constructor(
     readonly requestId: string,
@@ -198,7 +199,7 @@ function logRequest(
   res: ServerResponse,
   path: string,
   ms: number,
-  { requestId, client }: Context,
+  context: Context,
   outcome: Outcome | undefined,
 ): void {
   log.access({
@@ -208,23 +209,12 @@ function logRequest(
     ms,
     keyId: outcome?.keyId || undefined, // a public request has no key
     reason: outcome?.ok === false ? outcome.reason : undefined,
-    client,
-    requestId,
-    ...(path === '/auth' ? originalRequestOf(req) : undefined),
+    client: context.client,
+    requestId: context.requestId,
+    // The route's own reading of it: canonical, without the query (which may hold secrets).
+    ...(context.original !== undefined && context.original !== 'ambiguous' && {
+      originalMethod: context.original.method,
+      originalPath: context.original.path.slice(0, MAX_LOGGED_PATH),
+    }),
   })
-}
-
-const METHOD_TOKEN = /^[A-Z]{1,16}$/
-
-/**
- * The request a reverse proxy asks `/auth` about: nginx sends `X-Original-Method`/`-URI`, Caddy
- * and Traefik `X-Forwarded-Method`/`-Uri`. Only the path is kept: a query string may hold secrets.
- */
-function originalRequestOf(req: IncomingMessage): { originalMethod?: string; originalPath?: string } {
-  const method = req.headers['x-original-method'] ?? req.headers['x-forwarded-method']
-  const uri = req.headers['x-original-uri'] ?? req.headers['x-forwarded-uri']
-  return {
-    originalMethod: typeof method === 'string' && METHOD_TOKEN.test(method) ? method : undefined,
-    originalPath: typeof uri === 'string' ? uri.split(/[?#]/, 1)[0]?.slice(0, MAX_LOGGED_PATH) : undefined,
-  }
 }

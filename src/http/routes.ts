@@ -5,7 +5,7 @@ import type { KeyStore } from '../keys/store.js'
 import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from '../observe/metrics.js'
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
 import { throttleKeyOf, type Throttle } from '../limits/throttle.js'
-import { originalRequestOf } from './original-request.js'
+import { originalRequestOf, type OriginalRequest } from './original-request.js'
 import type { RateDecision, RateLimit, RateLimitStore } from '../limits/rate-limit.js'
 
 export type Outcome =
@@ -35,8 +35,8 @@ export const REPLY = {
   badRequest: createReply(400, '{"error":"Bad Request"}', ['connection', 'close']),
   expectationFailed: createReply(417, '{"error":"Expectation Failed"}', ['connection', 'close']),
   tooLarge: createReply(413, '{"error":"Payload Too Large"}', ['connection', 'close']),
-  throttled: createReply(429, '{"error":"Too Many Requests"}'),
-  rateLimited: createReply(429, '{"error":"Too Many Requests"}'),
+  // A throttled client and a key past its rate limit: the same answer, with different headers added.
+  tooManyRequests: createReply(429, '{"error":"Too Many Requests"}'),
   // RFC 6750 section 3.1: a valid token without the scope the request needs.
   forbidden: createReply(403, '{"error":"Forbidden"}', ['www-authenticate', 'Bearer realm="keygate", error="insufficient_scope"']),
   internalError: createReply(500, '{"error":"Internal Server Error"}'),
@@ -47,6 +47,8 @@ export interface Context {
   readonly requestId: string
   /** The client's address (see `clientAddressOf`). */
   readonly client: string
+  /** On `/auth`: the request the proxy asks about, as the route read it (for the access line). */
+  original?: OriginalRequest | 'ambiguous'
 }
 
 /** A route answers the request and returns the authentication outcome, if it needed a key. */
@@ -110,7 +112,7 @@ type RateHeaders = string[] | undefined | typeof LIMITED
 function headersOf(decision: RateDecision, limit: RateLimit, req: IncomingMessage, res: ServerResponse, context: Context): RateHeaders {
   const headers = ['ratelimit-policy', limit.policyHeader, 'ratelimit', `"key";r=${decision.remaining};t=${decision.resetS}`]
   if (decision.allowed) return headers
-  sendReply(req, res, REPLY.rateLimited, context.requestId, [...headers, 'retry-after', String(decision.retryAfterS)])
+  sendReply(req, res, REPLY.tooManyRequests, context.requestId, [...headers, 'retry-after', String(decision.retryAfterS)])
   return LIMITED
 }
 
@@ -177,7 +179,7 @@ export function createRoutes(
     if (throttle !== undefined && throttle.size > 0) {
       const waitS = throttle.retryAfterS(throttleKeyOf(context.client), Date.now())
       if (waitS > 0) {
-        sendReply(req, res, REPLY.throttled, context.requestId, ['retry-after', String(waitS)])
+        sendReply(req, res, REPLY.tooManyRequests, context.requestId, ['retry-after', String(waitS)])
         return THROTTLED
       }
     }
@@ -216,7 +218,7 @@ export function createRoutes(
   const answerAuth: Answer = (req, res, context, outcome, headers) =>
     sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId, ...(headers ?? [])])
   const forwardAuth: Route = (req, res, context) => {
-    const original = originalRequestOf(req.headers)
+    const original = (context.original = originalRequestOf(req.headers))
     if (original === 'ambiguous') {
       sendReply(req, res, REPLY.badRequest, context.requestId)
       return MALFORMED
