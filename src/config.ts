@@ -1,6 +1,7 @@
 /** Turns environment variables into a validated, typed configuration. Pure: no I/O, no exit. */
 import { isValidKey } from './keys/store.js'
 import { LOG_LEVELS, type LogLevel } from './observe/log.js'
+import { describeRedis, parseRedisUrl, REDIS_FAILURE_MODES, type RedisAddress, type RedisFailureMode } from './limits/redis-url.js'
 
 /** A user's configuration mistake: the entry point prints its message as one line and exits 1. */
 export class ConfigError extends Error {
@@ -31,6 +32,8 @@ export interface Config {
   tls?: { certFile: string; keyFile: string }
   /** Processes serving the port: 1 runs no cluster primary. */
   workers: number
+  /** `REDIS_URL` and its settings: the limit counters live in Redis. */
+  redis?: { address: RedisAddress; prefix: string; timeoutMs: number; onFailure: RedisFailureMode }
 }
 
 /** The tutorial's key, used only when no key is configured outside production. */
@@ -65,6 +68,7 @@ export function loadConfig(env: Env, cpuCount = 1): { config: Config; warnings: 
     throttleMaxClients: readInteger(env, 'THROTTLE_MAX_CLIENTS', 100_000, 1, 10_000_000),
     tls: readTlsFiles(env),
     workers: env.WORKERS === 'auto' ? Math.max(1, cpuCount) : readInteger(env, 'WORKERS', 1, 1, 1024),
+    redis: readRedis(env),
   }
   // node:http refuses a headers timeout longer than a non-zero request timeout.
   if (config.requestTimeoutMs > 0 && config.headersTimeoutMs > config.requestTimeoutMs) {
@@ -89,6 +93,9 @@ export function settingsOf(config: Config): Record<string, string | number | boo
     requestTimeoutMs: config.requestTimeoutMs,
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
+    limits: config.redis !== undefined
+      ? `redis ${describeRedis(config.redis.address)} prefix ${config.redis.prefix}, timeout ${config.redis.timeoutMs} ms, on failure ${config.redis.onFailure}`
+      : config.workers > 1 ? 'cluster primary' : 'memory',
   }
 }
 
@@ -101,6 +108,20 @@ function readInteger(env: Env, name: string, fallback: number, min: number, max:
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}${auto}, got ${JSON.stringify(raw)}`)
   }
   return value
+}
+
+function readRedis(env: Env): Config['redis'] {
+  const url = env.REDIS_URL
+  if (url === undefined || url === '') return undefined
+  const address = parseRedisUrl(url)
+  // The message says what is wrong and never repeats the URL: it may hold a password.
+  if (typeof address === 'string') throw new ConfigError(`REDIS_URL ${address}`)
+  const prefix = env.REDIS_PREFIX || 'keygate:'
+  if (!/^[\x21-\x7e]{1,100}$/.test(prefix)) throw new ConfigError(`REDIS_PREFIX must be 1 to 100 visible ASCII characters, got ${JSON.stringify(prefix)}`)
+  const onFailure = env.LIMITS_ON_REDIS_FAILURE || 'local'
+  const mode = REDIS_FAILURE_MODES.find((name) => name === onFailure)
+  if (mode === undefined) throw new ConfigError(`LIMITS_ON_REDIS_FAILURE must be one of ${REDIS_FAILURE_MODES.join(', ')}, got ${JSON.stringify(onFailure)}`)
+  return { address, prefix, timeoutMs: readInteger(env, 'REDIS_TIMEOUT_MS', 250, 1, 60_000), onFailure: mode }
 }
 
 function readLogLevel(env: Env): LogLevel {

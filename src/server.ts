@@ -13,6 +13,7 @@ import { createLogger, type Logger } from './observe/log.js'
 import { normalizeAddress } from './http/client.js'
 import { answerClientError } from './http/respond.js'
 import { createThrottle, type Throttle } from './limits/throttle.js'
+import type { RateLimitStore } from './limits/rate-limit.js'
 import type { TlsPair } from './process/tls.js'
 import { nodeVersionProblem, VERSION } from './version.js'
 
@@ -65,7 +66,7 @@ async function main(): Promise<void> {
     const { runPrimary } = await import('./process/cluster.js')
     return runPrimary(config, log, (port) => urlOf(config, port), (error) => exitOnListenError(error, config, log))
   }
-  serve(config, log, tlsModule, role === undefined ? undefined : await import('./process/cluster-worker.js'))
+  await serve(config, log, tlsModule, role === undefined ? undefined : await import('./process/cluster-worker.js'))
 }
 
 async function clusterRole(): Promise<ClusterRole> {
@@ -74,19 +75,20 @@ async function clusterRole(): Promise<ClusterRole> {
 }
 
 /** Runs one serving process: the whole server, or one cluster worker (which sums metrics over IPC). */
-function serve(
+async function serve(
   config: Config,
   log: Logger,
   tlsModule: TlsModule | undefined,
   worker: typeof import('./process/cluster-worker.js') | undefined,
-): void {
+): Promise<void> {
   const loaded = exitOnConfigError(() => loadKeys(config), log)
   if (worker === undefined) warnAboutKeys(config, loaded, log) // in a cluster, the primary has
   const keys = loaded.keys
   const tls = config.tls
   const tlsPair = tls === undefined || tlsModule === undefined ? undefined : exitOnConfigError(() => tlsModule.loadTlsPair(tls), log)
-  const throttle = createThrottleFor(config)
-  const metrics = createHandlerMetrics(keys, throttle, log)
+  const limits = await createLimits(config, log, worker)
+  const throttle = limits.throttle
+  const metrics = createHandlerMetrics(keys, throttle, log, limits.store)
   const reloader = loaded.reload === undefined
     ? undefined
     : startKeysFileReloads({ ...loaded.reload, store: loaded.keys, log, onReload: (ok) => metrics.recordKeyReload(ok) })
@@ -97,6 +99,7 @@ function serve(
     trustProxy: config.trustProxy,
     metrics,
     collectMetrics: worker?.connectWorkerMetrics(metrics),
+    rateLimits: limits.rateLimits,
   })
   const server = createHttpServer(config, handler, tlsModule && tlsPair && { module: tlsModule, pair: tlsPair })
   const dropHandshakes = tlsModule === undefined ? undefined : tlsModule.trackHandshakes(server as HttpsServer)
@@ -147,9 +150,39 @@ function clientOfSocket(socket: Socket): string {
   return normalizeAddress(peer) ?? peer
 }
 
-function createThrottleFor(config: Config): Throttle | undefined {
-  if (config.authFailLimit === 0) return undefined
-  return createThrottle({ limit: config.authFailLimit, windowMs: config.authFailWindowS * 1000, maxClients: config.throttleMaxClients })
+interface Limits {
+  throttle?: Throttle
+  /** Default (undefined): the handler's memory. */
+  rateLimits?: RateLimitStore
+  store?: { up(): number; errors(): number }
+}
+
+/**
+ * Where the limit counters live: Redis with `REDIS_URL`, else the cluster primary in a worker,
+ * else this process's memory. Waits briefly for Redis, and serves without it (as configured).
+ */
+async function createLimits(config: Config, log: Logger, worker: typeof import('./process/cluster-worker.js') | undefined): Promise<Limits> {
+  const throttle = config.authFailLimit === 0
+    ? undefined
+    : { limit: config.authFailLimit, windowMs: config.authFailWindowS * 1000, maxClients: config.throttleMaxClients }
+  const redis = config.redis
+  if (redis !== undefined) {
+    const [{ createRedisLimits }, { describeRedis }] = await Promise.all([import('./limits/redis-store.js'), import('./limits/redis-url.js')])
+    const store = describeRedis(redis.address)
+    const limits = createRedisLimits({
+      redis: redis.address,
+      timeoutMs: redis.timeoutMs,
+      prefix: redis.prefix,
+      onFailure: redis.onFailure,
+      throttle,
+      onStateChange: (up, reason) =>
+        up ? log.info('limits store reachable', { store }) : log.warn('limits store unreachable', { store, reason, onFailure: redis.onFailure }),
+    })
+    await limits.whenUp(redis.timeoutMs)
+    return { throttle: limits.throttle, rateLimits: limits.rateLimits, store: { up: () => (limits.up ? 1 : 0), errors: () => limits.errors } }
+  }
+  if (worker !== undefined) return worker.connectWorkerLimits(throttle)
+  return { throttle: throttle && createThrottle(throttle) }
 }
 
 /** An HTTP server, or HTTPS when the pair is given, with the configured timeouts; it does not listen yet. */

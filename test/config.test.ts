@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { ConfigError, DEMO_KEY, loadConfig } from '../dist/config.js'
+import { ConfigError, DEMO_KEY, loadConfig, settingsOf } from '../dist/config.js'
 
 test('defaults: port 3000 on 127.0.0.1, the demo key with a warning', () => {
   const { config, warnings } = loadConfig({})
@@ -41,6 +41,10 @@ test('reads every variable', () => {
     TLS_CERT_FILE: 'cert.pem',
     TLS_KEY_FILE: 'key.pem',
     WORKERS: '3',
+    REDIS_URL: 'rediss://app:s3cret@cache:6380/2',
+    REDIS_PREFIX: 'gw1:',
+    REDIS_TIMEOUT_MS: '100',
+    LIMITS_ON_REDIS_FAILURE: 'closed',
   })
   assert.deepEqual(config, {
     port: 0,
@@ -59,8 +63,38 @@ test('reads every variable', () => {
     throttleMaxClients: 1000,
     tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
     workers: 3,
+    redis: {
+      address: { host: 'cache', port: 6380, tls: true, user: 'app', password: 's3cret', db: 2 },
+      prefix: 'gw1:',
+      timeoutMs: 100,
+      onFailure: 'closed',
+    },
   })
   assert.deepEqual(warnings, [])
+  const settings = JSON.stringify(settingsOf(config))
+  assert.match(settings, /rediss:\/\/cache:6380\/2 prefix gw1:, timeout 100 ms, on failure closed/)
+  assert.doesNotMatch(settings, /s3cret|app@/, 'the settings line shows neither user nor password')
+})
+
+test('Redis settings: a bad value names the variable and never shows the password', () => {
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ REDIS_URL: 'redis://user@host' }, /^REDIS_URL has a user but no password/],
+    [{ REDIS_URL: 'http://:topsecret@host' }, /^REDIS_URL must start with redis:\/\/ or rediss:\/\//],
+    [{ REDIS_URL: 'redis://:topsecret@host/db7' }, /^REDIS_URL must end with an optional database number/],
+    [{ REDIS_URL: 'redis://:topsecret@host', REDIS_TIMEOUT_MS: '0' }, /^REDIS_TIMEOUT_MS must be an integer from 1/],
+    [{ REDIS_URL: 'redis://:topsecret@host', LIMITS_ON_REDIS_FAILURE: 'fallback' }, /^LIMITS_ON_REDIS_FAILURE must be one of local, open, closed/],
+    [{ REDIS_URL: 'redis://:topsecret@host', REDIS_PREFIX: 'has space' }, /^REDIS_PREFIX must be 1 to 100 visible ASCII/],
+  ]
+  for (const [env, message] of bad) {
+    assert.throws(() => loadConfig({ API_KEY: 'a-long-enough-key-123', ...env }), (error: Error) => {
+      assert.ok(error instanceof ConfigError)
+      assert.match(error.message, message)
+      assert.doesNotMatch(error.message, /topsecret/)
+      return true
+    })
+  }
+  const { config } = loadConfig({ API_KEY: 'a-long-enough-key-123', REDIS_URL: 'redis://127.0.0.1' })
+  assert.deepEqual({ ...config.redis, address: undefined }, { address: undefined, prefix: 'keygate:', timeoutMs: 250, onFailure: 'local' }, 'the defaults')
 })
 
 test('WORKERS=auto means one per CPU, as given by the caller', () => {

@@ -120,12 +120,13 @@ class RequestContext implements Context {
   }
 }
 
-/** Counters whose gauges read these keys, throttle and logger: what a handler counts by default. */
-export function createHandlerMetrics(keys: KeyStore, throttle: Throttle | undefined, log: Logger): Metrics {
+/** Counters whose gauges read these keys, throttle, logger (and limits store): what a handler counts by default. */
+export function createHandlerMetrics(keys: KeyStore, throttle: Throttle | undefined, log: Logger, store?: { up(): number; errors(): number }): Metrics {
   return createMetrics({
     keysLoaded: () => keys.size,
     throttleClients: () => throttle?.size ?? 0,
     logLinesDropped: () => log.dropped,
+    ...(store !== undefined && { limitsStoreUp: store.up, limitsStoreErrors: store.errors }),
   })
 }
 

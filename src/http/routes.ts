@@ -4,17 +4,18 @@ import { authenticate, type AuthResult } from '../keys/auth.js'
 import type { KeyStore } from '../keys/store.js'
 import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from '../observe/metrics.js'
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
-import { throttleKeyOf, type Throttle } from '../limits/throttle.js'
+import { THROTTLE_UNAVAILABLE, throttleKeyOf, type Throttle } from '../limits/throttle.js'
 import { originalRequestOf, type OriginalRequest } from './original-request.js'
 import type { RateDecision, RateLimit, RateLimitStore } from '../limits/rate-limit.js'
 
 export type Outcome =
   | AuthResult
-  | { ok: false; reason: 'throttled' | 'malformed' | 'expectation_failed'; keyId?: undefined }
+  | { ok: false; reason: 'throttled' | 'malformed' | 'expectation_failed' | 'limits_unavailable'; keyId?: undefined }
   | { ok: false; reason: 'forbidden' | 'rate_limited'; keyId: string }
 /** A request that a `public` rule lets through without a key. */
 const PUBLIC: Outcome = Object.freeze({ ok: true, keyId: '' })
 const THROTTLED: Outcome = Object.freeze({ ok: false, reason: 'throttled' })
+const LIMITS_UNAVAILABLE: Outcome = Object.freeze({ ok: false, reason: 'limits_unavailable' })
 export const MALFORMED: Outcome = Object.freeze({ ok: false, reason: 'malformed' })
 export const EXPECTATION_FAILED: Outcome = Object.freeze({ ok: false, reason: 'expectation_failed' })
 
@@ -40,6 +41,8 @@ export const REPLY = {
   // RFC 6750 section 3.1: a valid token without the scope the request needs.
   forbidden: createReply(403, '{"error":"Forbidden"}', ['www-authenticate', 'Bearer realm="keygate", error="insufficient_scope"']),
   internalError: createReply(500, '{"error":"Internal Server Error"}'),
+  // A shared limits store is away and LIMITS_ON_REDIS_FAILURE=closed: no decision, no answer.
+  limitsUnavailable: createReply(503, '{"error":"Service Unavailable"}', ['retry-after', '1']),
 } satisfies Record<string, Reply>
 
 /** What a route needs to know about the request beyond `req`. */
@@ -106,10 +109,16 @@ function looseForm(path: string): string {
 }
 
 const LIMITED = Symbol('rate limited')
-/** The RateLimit headers for the answer, undefined for a key without a limit, or LIMITED once the 429 is sent. */
-type RateHeaders = string[] | undefined | typeof LIMITED
+const UNDECIDED = Symbol('no store to decide')
+/** The RateLimit headers for the answer, undefined for no limit (or no decision), LIMITED once the 429 is sent, UNDECIDED once the 503 is. */
+type RateHeaders = string[] | undefined | typeof LIMITED | typeof UNDECIDED
 
-function headersOf(decision: RateDecision, limit: RateLimit, req: IncomingMessage, res: ServerResponse, context: Context): RateHeaders {
+function headersOf(decision: RateDecision | undefined, limit: RateLimit, req: IncomingMessage, res: ServerResponse, context: Context): RateHeaders {
+  if (decision === undefined) return undefined
+  if (decision.unavailable === true) {
+    sendReply(req, res, REPLY.limitsUnavailable, context.requestId)
+    return UNDECIDED
+  }
   const headers = ['ratelimit-policy', limit.policyHeader, 'ratelimit', `"key";r=${decision.remaining};t=${decision.resetS}`]
   if (decision.allowed) return headers
   sendReply(req, res, REPLY.tooManyRequests, context.requestId, [...headers, 'retry-after', String(decision.retryAfterS)])
@@ -118,8 +127,23 @@ function headersOf(decision: RateDecision, limit: RateLimit, req: IncomingMessag
 
 function settle(outcome: Outcome, headers: RateHeaders, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome {
   if (headers === LIMITED) return rateLimited(outcome)
+  if (headers === UNDECIDED) return LIMITS_UNAVAILABLE
   if (outcome.ok) answer(req, res, context, outcome, headers)
   return outcome
+}
+
+function refuseThrottled(waitS: number, req: IncomingMessage, res: ServerResponse, context: Context): Outcome {
+  if (waitS === THROTTLE_UNAVAILABLE) {
+    sendReply(req, res, REPLY.limitsUnavailable, context.requestId)
+    return LIMITS_UNAVAILABLE
+  }
+  sendReply(req, res, REPLY.tooManyRequests, context.requestId, ['retry-after', String(waitS)])
+  return THROTTLED
+}
+
+function refuseKey(auth: AuthResult & { ok: false }, req: IncomingMessage, res: ServerResponse, context: Context): Outcome {
+  sendReply(req, res, auth.reason === 'missing' ? REPLY.noCredential : REPLY.badCredential, context.requestId)
+  return auth
 }
 
 function rateLimited(outcome: Outcome): Outcome {
@@ -173,23 +197,29 @@ export function createRoutes(
     if (headers instanceof Promise) return headers.then((settled) => settle(outcome, settled, req, res, context, answer))
     return settle(outcome, headers, req, res, context, answer)
   }
-  /** Throttle check, then key check; sends the 429 or 401 itself. */
-  const checkKey = (req: IncomingMessage, res: ServerResponse, context: Context): Outcome => {
-    // While no client has failed, nobody is blocked: no need to find out who this client is.
-    if (throttle !== undefined && throttle.size > 0) {
+  /**
+   * Throttle check, then key check; sends the 429, 401 or 503 itself. A failed attempt counted by
+   * a store in another process settles later (a promise): only failures wait, and nothing follows them.
+   */
+  const checkKey = (req: IncomingMessage, res: ServerResponse, context: Context): Outcome | Promise<Outcome> => {
+    // While no client can be refused, there is no need to find out who this client is.
+    if (throttle !== undefined && (throttle.mayRefuse ?? throttle.size > 0)) {
       const waitS = throttle.retryAfterS(throttleKeyOf(context.client), Date.now())
-      if (waitS > 0) {
-        sendReply(req, res, REPLY.tooManyRequests, context.requestId, ['retry-after', String(waitS)])
-        return THROTTLED
-      }
+      if (waitS !== 0) return refuseThrottled(waitS, req, res, context)
     }
     const auth = authenticate(keys, req)
-    if (!auth.ok) {
-      // A request without any credential guesses nothing: only wrong and expired keys count.
-      if (throttle !== undefined && auth.reason !== 'missing') throttle.recordFailure(throttleKeyOf(context.client), Date.now())
-      sendReply(req, res, auth.reason === 'missing' ? REPLY.noCredential : REPLY.badCredential, context.requestId)
-    }
-    return auth
+    if (auth.ok) return auth
+    // A request without any credential guesses nothing: only wrong and expired keys count.
+    if (throttle === undefined || auth.reason === 'missing') return refuseKey(auth, req, res, context)
+    const waitS = throttle.recordFailure(throttleKeyOf(context.client), Date.now())
+    const settleFailure = (settled: number) => (settled === 0 ? refuseKey(auth, req, res, context) : refuseThrottled(settled, req, res, context))
+    return waitS instanceof Promise ? waitS.then(settleFailure) : settleFailure(waitS)
+  }
+  /** The keyed part of a route: key, scope, rate limit, answer. */
+  const keyed = (req: IncomingMessage, res: ServerResponse, context: Context, method: string | undefined, segments: readonly string[] | undefined, answer: Answer) => {
+    const auth = checkKey(req, res, context)
+    if (auth instanceof Promise) return auth
+    return limitThenAnswer(checkScope(auth, method, segments, req, res, context), req, res, context, answer)
   }
   // A `public` rule lets a request through without a key; while there is none, this is one property read.
   const isPublic = (method: string | undefined, segments: readonly string[]) =>
@@ -205,7 +235,7 @@ export function createRoutes(
       sendReply(req, res, reply, context.requestId)
       return PUBLIC
     }
-    return limitThenAnswer(checkScope(checkKey(req, res, context), req.method, segments, req, res, context), req, res, context, answer)
+    return keyed(req, res, context, req.method, segments, answer)
     }
   }
   const open = (reply: Reply): Route => (req, res, { requestId }) => {
@@ -227,7 +257,7 @@ export function createRoutes(
       sendReply(req, res, REPLY.keyAccepted, context.requestId)
       return PUBLIC
     }
-    return limitThenAnswer(checkScope(checkKey(req, res, context), original?.method, original?.segments, req, res, context), req, res, context, answerAuth)
+    return keyed(req, res, context, original?.method, original?.segments, answerAuth)
   }
   const answerScrape: Answer = (req, res, context, _outcome, headers) => {
     const send = (snapshot: MetricsSnapshot) => {
@@ -243,8 +273,8 @@ export function createRoutes(
       sendReply(req, res, req.method === 'OPTIONS' ? REPLY.options : REPLY.methodNotAllowed, context.requestId)
       return undefined
     }
-    const outcome = isPublic(req.method, METRICS_SEGMENTS) ? PUBLIC : checkScope(checkKey(req, res, context), req.method, METRICS_SEGMENTS, req, res, context)
-    return limitThenAnswer(outcome, req, res, context, answerScrape)
+    if (isPublic(req.method, METRICS_SEGMENTS)) return limitThenAnswer(PUBLIC, req, res, context, answerScrape)
+    return keyed(req, res, context, req.method, METRICS_SEGMENTS, answerScrape)
   }
   const segmentsOf = (name: Exclude<RouteName, 'other'>) => (paths.get(name) ?? `/${name}`).slice(1).split('/')
   const METRICS_SEGMENTS = segmentsOf('metrics')

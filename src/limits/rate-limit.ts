@@ -32,7 +32,12 @@ export interface RateDecision {
   resetS: number
   /** When refused: whole seconds (at least 1) until the next request is allowed. */
   retryAfterS: number
+  /** A shared store is away and configured to fail closed: the answer is 503, not a decision. */
+  unavailable?: boolean
 }
+
+/** The decision of a store that is away and fails closed. */
+export const RATE_UNAVAILABLE: RateDecision = Object.freeze({ allowed: false, remaining: 0, resetS: 0, retryAfterS: 1, unavailable: true })
 
 const MAX_VALUE = 1_000_000_000
 
@@ -61,21 +66,34 @@ export interface RateLimitStore {
   /**
    * Decides one request of `stateKey` at `nowMs`, counting it if allowed. A store across processes
    * (the cluster primary, Redis) answers with a promise; the handler then answers when it settles.
+   * `undefined`: no decision (a shared store away and configured to fail open): the request passes.
    */
-  take(stateKey: string, limit: RateLimit, nowMs: number): RateDecision | Promise<RateDecision>
+  take(stateKey: string, limit: RateLimit, nowMs: number): RateDecision | undefined | Promise<RateDecision | undefined>
   /** Keys with state held now. */
   readonly size: number
 }
 
 /** The GCRA decision for a key whose TAT is `tatMs` (0: never seen); `nextTatMs` is its new TAT when allowed. */
 export function gcra(tatMs: number, limit: RateLimit, nowMs: number): RateDecision & { nextTatMs: number } {
-  const tat = Math.max(tatMs, nowMs)
-  const next = tat + limit.intervalMs
+  const aheadMs = Math.max(tatMs - nowMs, 0)
+  const allowed = aheadMs + limit.intervalMs <= limit.burst * limit.intervalMs + GCRA_EPSILON_MS
+  return { ...decisionAt(aheadMs, limit, allowed), nextTatMs: allowed ? nowMs + aheadMs + limit.intervalMs : tatMs }
+}
+
+/** Tolerance of the comparison, for intervals that are not whole milliseconds (the Redis script uses the same). */
+export const GCRA_EPSILON_MS = 1e-6
+
+/**
+ * The headers' numbers for a key whose TAT is `aheadMs` past now (before this request), when the
+ * request was `allowed` or not: what the Redis script's verdict is turned into.
+ */
+export function decisionAt(aheadMs: number, limit: RateLimit, allowed: boolean): RateDecision {
   const capacityMs = limit.burst * limit.intervalMs
-  if (next - nowMs <= capacityMs + 1e-6) {
-    return { allowed: true, remaining: Math.floor((capacityMs - (next - nowMs)) / limit.intervalMs + 1e-9), resetS: Math.ceil((next - nowMs) / 1000), retryAfterS: 0, nextTatMs: next }
+  const nextMs = aheadMs + limit.intervalMs
+  if (allowed) {
+    return { allowed, remaining: Math.max(0, Math.floor((capacityMs - nextMs) / limit.intervalMs + 1e-9)), resetS: Math.ceil(nextMs / 1000), retryAfterS: 0 }
   }
-  return { allowed: false, remaining: 0, resetS: Math.ceil((tat - nowMs) / 1000), retryAfterS: Math.max(1, Math.ceil((next - nowMs - capacityMs) / 1000)), nextTatMs: tatMs }
+  return { allowed, remaining: 0, resetS: Math.ceil(aheadMs / 1000), retryAfterS: Math.max(1, Math.ceil((nextMs - capacityMs) / 1000)) }
 }
 
 // A state whose TAT has passed says nothing a fresh one would not: swept once the map grows past this.

@@ -12,13 +12,32 @@ export interface ThrottleOptions {
 /** The server's defaults, also the library's. */
 export const THROTTLE_DEFAULTS = { limit: 20, windowMs: 60_000, maxClients: 100_000 } as const
 
+/** What `retryAfterS` and `recordFailure` answer while a shared store is away and configured to fail closed (503). */
+export const THROTTLE_UNAVAILABLE = -1
+
 export interface Throttle {
   /** Clients tracked now (never more than `maxClients`). */
   readonly size: number
-  /** Whole seconds (at least 1) until `client` may try again, or 0 when it is not blocked. */
+  /**
+   * False while no client can be refused, so the request path skips working out who the client is.
+   * Default when absent: `size > 0`.
+   */
+  readonly mayRefuse?: boolean
+  /** Whole seconds (at least 1) until `client` may try again, 0 when it is not blocked, or `THROTTLE_UNAVAILABLE`. */
   retryAfterS(client: string, nowMs: number): number
-  /** Counts one failed attempt by `client`. */
-  recordFailure(client: string, nowMs: number): void
+  /**
+   * Counts one failed attempt by `client`. Answers 0 when it was counted (the answer is 401), or the
+   * seconds to wait when the client was already blocked (429: a shared store may know it before this
+   * process does), or `THROTTLE_UNAVAILABLE`. A store in another process answers with a promise.
+   */
+  recordFailure(client: string, nowMs: number): number | Promise<number>
+}
+
+/** A throttle that answers at once: this process's memory. */
+export interface MemoryThrottle extends Throttle {
+  recordFailure(client: string, nowMs: number): number
+  /** Milliseconds until `client`'s block ends, 0 when it is not blocked (what a cluster primary tells its workers). */
+  blockedForMs(client: string, nowMs: number): number
 }
 
 interface Window {
@@ -27,33 +46,41 @@ interface Window {
 }
 
 /** Creates a throttle with the server's defaults for what `options` leaves out; throws a `TypeError` naming a bad option. */
-export function createThrottle(options: ThrottleOptions = {}): Throttle {
+export function createThrottle(options: ThrottleOptions = {}): MemoryThrottle {
   const { limit, windowMs, maxClients } = { ...THROTTLE_DEFAULTS, ...definedOnly(options) }
   for (const [name, value] of [['limit', limit], ['windowMs', windowMs], ['maxClients', maxClients]] as const) {
     if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`createThrottle: ${name} must be a positive integer, got ${String(value)}`)
   }
   // A Map iterates in insertion order: re-inserting on every failure keeps the stalest first.
   const windows = new Map<string, Window>()
+  const blockedForMs = (client: string, nowMs: number): number => {
+    const window = windows.get(client)
+    if (window === undefined || window.failures < limit) return 0
+    if (nowMs >= window.endsMs) {
+      windows.delete(client)
+      return 0
+    }
+    return window.endsMs - nowMs
+  }
   return {
     get size() {
       return windows.size
     },
     retryAfterS(client, nowMs) {
-      const window = windows.get(client)
-      if (window === undefined || window.failures < limit) return 0
-      if (nowMs >= window.endsMs) {
-        windows.delete(client)
-        return 0
-      }
-      return Math.max(1, Math.ceil((window.endsMs - nowMs) / 1000))
+      const waitMs = blockedForMs(client, nowMs)
+      return waitMs === 0 ? 0 : Math.max(1, Math.ceil(waitMs / 1000))
     },
+    blockedForMs,
     recordFailure(client, nowMs) {
       let window = windows.get(client)
       if (window === undefined || nowMs >= window.endsMs) window = { failures: 0, endsMs: nowMs + windowMs }
-      window.failures++
-      windows.delete(client)
+      const blocked = window.failures >= limit
+      if (!blocked) window.failures++
+      windows.delete(client) // the most active client is the freshest: a blocked attacker stays tracked
       windows.set(client, window)
+      if (blocked) return Math.max(1, Math.ceil((window.endsMs - nowMs) / 1000))
       if (windows.size > maxClients) windows.delete(windows.keys().next().value as string)
+      return 0
     },
   }
 }

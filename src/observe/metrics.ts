@@ -3,7 +3,7 @@
 /** Route labels, indexed by the handler: anything else counts as `other`. */
 export const ROUTE_NAMES = ['data', 'healthz', 'auth', 'metrics', 'other'] as const
 export type RouteName = (typeof ROUTE_NAMES)[number]
-export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden', 'rate_limited'] as const
+export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden', 'rate_limited', 'limits_unavailable'] as const
 /** Upper bounds in seconds: keygate answers in tens of microseconds, a slow scrape in milliseconds. */
 export const DURATION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1]
 
@@ -22,6 +22,9 @@ export interface MetricsSnapshot {
   keysLoaded: number
   throttleClients: number
   logLinesDropped: number
+  /** 1 while the store of limit counters answers (always, but for a Redis that is away); the least over workers. */
+  limitsStoreUp: number
+  limitsStoreErrors: number
   residentMemoryBytes: number
   heapUsedBytes: number
   startTimeSeconds: number
@@ -34,6 +37,8 @@ export interface MetricsGauges {
   keysLoaded(): number
   throttleClients(): number
   logLinesDropped(): number
+  limitsStoreUp(): number
+  limitsStoreErrors(): number
 }
 
 export interface Metrics {
@@ -45,7 +50,7 @@ export interface Metrics {
   snapshot(): MetricsSnapshot
 }
 
-const NO_GAUGES: MetricsGauges = { keysLoaded: () => 0, throttleClients: () => 0, logLinesDropped: () => 0 }
+const NO_GAUGES: MetricsGauges = { keysLoaded: () => 0, throttleClients: () => 0, logLinesDropped: () => 0, limitsStoreUp: () => 1, limitsStoreErrors: () => 0 }
 
 /** Creates the counters; `gauges` are read at each snapshot (each defaults to 0). */
 export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
@@ -87,6 +92,8 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
         keysLoaded: read.keysLoaded(),
         throttleClients: read.throttleClients(),
         logLinesDropped: read.logLinesDropped(),
+        limitsStoreUp: read.limitsStoreUp(),
+        limitsStoreErrors: read.limitsStoreErrors(),
         residentMemoryBytes: memory.rss,
         heapUsedBytes: memory.heapUsed,
         startTimeSeconds,
@@ -128,6 +135,8 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
     total.keysLoaded = Math.max(total.keysLoaded, s.keysLoaded) // every worker loads the same keys
     total.throttleClients += s.throttleClients
     total.logLinesDropped += s.logLinesDropped
+    total.limitsStoreUp = Math.min(total.limitsStoreUp, s.limitsStoreUp) // one worker without Redis is a store not answering
+    total.limitsStoreErrors += s.limitsStoreErrors
     total.residentMemoryBytes += s.residentMemoryBytes
     total.heapUsedBytes += s.heapUsedBytes
     total.startTimeSeconds = Math.min(total.startTimeSeconds, s.startTimeSeconds)
@@ -168,6 +177,8 @@ export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000
     [[{ result: 'success' }, s.keyReloads.success], [{ result: 'failure' }, s.keyReloads.failure]])
   family('keygate_throttle_clients', 'gauge', 'Client addresses tracked by the failed-attempt throttle.', [[{}, s.throttleClients]])
   family('keygate_log_lines_dropped_total', 'counter', 'Log lines dropped because stdout could not keep up.', [[{}, s.logLinesDropped]])
+  family('keygate_limits_store_up', 'gauge', 'Whether the store of limit counters answers: 0 while Redis is away (in any worker).', [[{}, s.limitsStoreUp]])
+  family('keygate_limits_store_errors_total', 'counter', 'Redis commands and connections that failed or timed out.', [[{}, s.limitsStoreErrors]])
   family('keygate_workers', 'gauge', 'Processes whose values this scrape includes.', [[{}, s.workers]])
   family('process_resident_memory_bytes', 'gauge', 'Resident memory, summed over workers.', [[{}, s.residentMemoryBytes]])
   family('nodejs_heap_size_used_bytes', 'gauge', 'V8 heap in use, summed over workers.', [[{}, s.heapUsedBytes]])

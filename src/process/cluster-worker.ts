@@ -6,6 +6,7 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Metrics, MetricsSnapshot } from '../observe/metrics.js'
+import { createWorkerLimits, type LimitsMessage, type WorkerLimits } from '../limits/cluster-store.js'
 
 export type WorkerMessage =
   | { type: 'keygate:ready' }
@@ -15,6 +16,7 @@ export type WorkerMessage =
   | { type: 'keygate:collect'; id: number }
   | { type: 'keygate:snapshot'; id: number; snapshot: MetricsSnapshot }
   | { type: 'keygate:scraped'; id: number; snapshot: MetricsSnapshot }
+  | LimitsMessage
 
 // How long the primary waits for every worker's counters before answering a scrape with those it has.
 export const SCRAPE_DEADLINE_MS = 1_000
@@ -79,4 +81,14 @@ export function connectWorkerMetrics(metrics: Metrics): () => Promise<MetricsSna
       })
       process.send?.({ type: 'keygate:scrape', id })
     })
+}
+
+/**
+ * The worker's limit counters, held by the primary (without `REDIS_URL`): failed attempts and
+ * rate-limited requests are counted there, blocks announced by the primary are refused here.
+ */
+export function connectWorkerLimits(throttle: { maxClients: number } | undefined): WorkerLimits {
+  const limits = createWorkerLimits((message) => process.send?.(message), throttle)
+  process.on('message', (message: WorkerMessage) => limits.receive(message as LimitsMessage))
+  return limits
 }

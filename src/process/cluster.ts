@@ -10,6 +10,7 @@ import type { Config } from '../config.js'
 import { SCRAPE_DEADLINE_MS, type WorkerMessage as Message } from './cluster-worker.js'
 import type { Logger } from '../observe/log.js'
 import { sumSnapshots, type MetricsSnapshot } from '../observe/metrics.js'
+import { createPrimaryLimits, type LimitsMessage } from '../limits/cluster-store.js'
 import { VERSION } from '../version.js'
 
 // More deaths than this within the window is a crash loop: restarting again would only spin.
@@ -35,6 +36,10 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   let turn = 0
   let announced = false
   const readyWorkers = () => liveWorkers().filter((worker) => ready.has(worker.id) && worker.isConnected())
+  // Without Redis, the limit counters of every worker live here: they survive a worker's restart.
+  const limits = config.redis !== undefined ? undefined : createPrimaryLimits(throttleOf(config), (message) => {
+    for (const worker of liveWorkers()) if (worker.isConnected()) worker.send(message)
+  })
 
   let acceptedConnections = 0
   const handOff = (socket: Socket) => {
@@ -68,8 +73,10 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
     const worker = cluster.fork()
     log.info('worker started', { workerPid: worker.process.pid, worker: worker.id })
     worker.on('message', (message: Message) => {
-      if (message?.type === 'keygate:ready') onReady(worker)
-      else answerWorker(worker, message, readyWorkers, log)
+      if (message?.type === 'keygate:ready') return onReady(worker)
+      const answer = limits?.answer(message as LimitsMessage)
+      if (answer !== undefined) return void (worker.isConnected() && worker.send(answer))
+      answerWorker(worker, message, readyWorkers, log)
     })
   }
   cluster.on('exit', (worker, code, signal) => {
@@ -129,6 +136,11 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   for (let i = 0; i < config.workers; i++) fork()
+}
+
+function throttleOf(config: Config) {
+  if (config.authFailLimit === 0) return undefined
+  return { limit: config.authFailLimit, windowMs: config.authFailWindowS * 1000, maxClients: config.throttleMaxClients }
 }
 
 function liveWorkers(): Worker[] {

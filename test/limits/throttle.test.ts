@@ -118,3 +118,13 @@ test('tracked clients do not keep their X-Forwarded-For header alive', () => {
   // Slices would hold 5,000 x 12 KB = 60 MB; own strings about 1 MB.
   assert.ok(grownMb < 20, `heap grew by ${grownMb.toFixed(1)} MB for 5,000 tracked clients`)
 })
+
+test('recordFailure answers 0 while counting, and the wait once the client is blocked (without counting on)', () => {
+  const throttle = createThrottle({ limit: 2, windowMs: 10_000, maxClients: 10 })
+  assert.equal(throttle.recordFailure('a', T0), 0)
+  assert.equal(throttle.recordFailure('a', T0), 0, 'the limit-th failure is still answered 401')
+  assert.equal(throttle.blockedForMs('a', T0 + 1_000), 9_000)
+  assert.equal(throttle.recordFailure('a', T0 + 1_000), 9, 'already blocked: 429 with the wait')
+  assert.equal(throttle.blockedForMs('a', T0 + 1_000), 9_000, 'a blocked attempt does not extend the window')
+  assert.equal(throttle.recordFailure('a', T0 + 10_000), 0, 'a new window')
+})
