@@ -118,6 +118,8 @@ export function createLogger(options: LoggerOptions): Logger {
     if (LOG_LEVELS.indexOf(level) >= threshold) append(lineOf(level, msg, base === undefined ? fields : { ...fields, ...base }))
   }
   const accessEnabled = LOG_LEVELS.indexOf('info') >= threshold
+  // The base fields (a cluster worker's number) end every access line too, as ready-made JSON.
+  const baseFields = base === undefined || Object.keys(base).length === 0 ? '' : `,${JSON.stringify(base).slice(1, -1)}`
   return {
     enabled: (level) => LOG_LEVELS.indexOf(level) >= threshold,
     debug: at('debug'),
@@ -125,7 +127,7 @@ export function createLogger(options: LoggerOptions): Logger {
     warn: at('warn'),
     error: at('error'),
     access: (fields) => {
-      if (accessEnabled) append(accessLineOf(fields))
+      if (accessEnabled) append(accessLineOf(fields, baseFields))
     },
     get dropped() {
       return dropped
@@ -143,7 +145,7 @@ function lineOf(level: LogLevel, msg: string, fields?: LogFields): string {
   return `${JSON.stringify({ time: isoNow(), level, msg, ...fields })}\n`
 }
 
-function accessLineOf(f: AccessFields): string {
+function accessLineOf(f: AccessFields, baseFields: string): string {
   // Hand-built, as this runs once per request. The method (an HTTP token Node checked), the client
   // (an IP address) and the request id (checked or generated) need no escaping; any other text
   // of plain characters is quoted as it is, and the rest goes through JSON.stringify.
@@ -155,7 +157,7 @@ function accessLineOf(f: AccessFields): string {
   if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
   if (f.originalMethod !== undefined) line += `,"originalMethod":${jsonString(f.originalMethod)}`
   if (f.originalPath !== undefined) line += `,"originalPath":${jsonString(f.originalPath)}`
-  return `${line},"client":"${f.client}","requestId":"${f.requestId}"}\n`
+  return `${line},"client":"${f.client}","requestId":"${f.requestId}"${baseFields}}\n`
 }
 
 // Printable ASCII but the quote and the backslash: JSON as it is.
