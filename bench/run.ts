@@ -32,6 +32,8 @@ const { values: flags } = parseArgs({
     json: { type: 'string' },
     only: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
+    // The dist/ of another build (say, the last release): its server runs as cases of its own.
+    'baseline-dist': { type: 'string' },
   },
   strict: true,
 })
@@ -54,6 +56,8 @@ interface Case {
   /** The status those requests get (200 unless said). */
   status?: number
   logFile?: boolean
+  /** Another build's server.js (with --baseline-dist). */
+  script?: string
 }
 
 interface Run {
@@ -71,7 +75,9 @@ const auth = `Authorization: ${KEY}\r\n`
 const wrongKey = 'Authorization: wrong-key-0123456789abcdefghijklmnopq\r\n'
 const silent = { API_KEY: KEY, LOG_LEVEL: 'silent' }
 
-function cases(keysFile: string, policyFiles: { rules: string; limited: string }): Case[] {
+function cases(keysFile: string, policyFiles: { rules: string; limited: string }, redisUrl: string | undefined): Case[] {
+  const limited = { API_KEYS_FILE: policyFiles.limited, LOG_LEVEL: 'silent' }
+  const baseline = flags['baseline-dist'] === undefined ? undefined : join(flags['baseline-dist'], 'server.js')
   return [
     { name: 'raw net (generator ceiling)', server: { baseline: 'raw' }, headers: '' },
     { name: 'bare node:http', server: { baseline: 'http' }, headers: '' },
@@ -84,7 +90,16 @@ function cases(keysFile: string, policyFiles: { rules: string; limited: string }
     { name: 'keygate access log at info, to a file', server: { keygate: { API_KEY: KEY, LOG_LEVEL: 'info' } }, headers: auth, logFile: true },
     { name: 'keygate WORKERS=2', server: { keygate: { ...silent, WORKERS: '2' } }, headers: auth },
     { name: 'keygate key with 50 rules', server: { keygate: { API_KEYS_FILE: policyFiles.rules, LOG_LEVEL: 'silent' } }, headers: auth },
-    { name: 'keygate rate-limited key (never refused)', server: { keygate: { API_KEYS_FILE: policyFiles.limited, LOG_LEVEL: 'silent' } }, headers: auth },
+    { name: 'keygate rate-limited key (never refused)', server: { keygate: limited }, headers: auth },
+    { name: 'keygate WORKERS=2, rate-limited key (counted by the primary)', server: { keygate: { ...limited, WORKERS: '2' } }, headers: auth },
+    ...(redisUrl === undefined ? [] : [
+      { name: 'keygate REDIS_URL, key without a rate limit', server: { keygate: { ...silent, REDIS_URL: redisUrl } }, headers: auth },
+      { name: 'keygate rate-limited key, counted in Redis', server: { keygate: { ...limited, REDIS_URL: redisUrl } }, headers: auth },
+    ]),
+    ...(baseline === undefined ? [] : [
+      { name: 'baseline build GET /data, authorized', server: { keygate: silent }, headers: auth, script: baseline },
+      { name: 'baseline build WORKERS=2', server: { keygate: { ...silent, WORKERS: '2' } }, headers: auth, script: baseline },
+    ]),
   ]
 }
 
@@ -109,7 +124,7 @@ function nodeCommand(args: string[], cpu: number | undefined): [string, string[]
 
 function startServer(c: Case, port: number, dir: string): ChildProcess {
   const out = c.logFile ? openSync(join(dir, `access-${port}.log`), 'w') : 'ignore'
-  const args = 'keygate' in c.server ? [KEYGATE] : [BARE, c.server.baseline]
+  const args = 'keygate' in c.server ? [c.script ?? KEYGATE] : [BARE, c.server.baseline]
   const env = { PATH: process.env.PATH ?? '', PORT: String(port), ...('keygate' in c.server ? c.server.keygate : { API_KEY: KEY }) }
   const clustered = 'keygate' in c.server && Number(c.server.keygate.WORKERS ?? 1) > 1
   const [command, commandArgs] = nodeCommand(args, clustered ? undefined : 1)
@@ -128,7 +143,9 @@ async function firstAnswer(port: number, headers: string, status: number, starte
       socket.on('data', (chunk) => (answer += chunk))
       socket.on('error', () => resolve(false))
       socket.on('close', () => resolve(answer.startsWith(`HTTP/1.1 ${status} `)))
-      socket.end(request)
+      // Not end(): Node aborts a request whose client half-closed before an answer that comes later
+      // (a limit counted by the cluster primary or Redis) is written. The server closes (Connection: close).
+      socket.write(request)
     })
     if (ok) return Number(process.hrtime.bigint() - startedAt) / 1e6
     await new Promise((resolve) => setTimeout(resolve, 1))
@@ -226,7 +243,8 @@ async function runLoadBenchmark() {
   try {
     // --only "bare,authorized": the cases whose names contain one of these words (the rest are skipped).
     const wanted = flags.only?.split(',').map((word) => word.trim().toLowerCase())
-    const all = cases(makeKeysFile(dir), makePolicyFiles(dir)).filter((c) => !wanted || wanted.some((word) => c.name.toLowerCase().includes(word)))
+    const redis = await startRedis(dir)
+    const all = cases(makeKeysFile(dir), makePolicyFiles(dir), redis?.url).filter((c) => !wanted || wanted.some((word) => c.name.toLowerCase().includes(word)))
     const runs = new Map<string, Array<Run & { startupMs: number }>>(all.map((c) => [c.name, []]))
     for (let round = 1; round <= settings.rounds; round++) {
       // A new order each round: drift within a round then favours no case over another.
@@ -245,8 +263,29 @@ async function runLoadBenchmark() {
     }
     return report(all, runs, startups)
   } finally {
+    redisProcess?.kill('SIGKILL')
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+let redisProcess: ChildProcess | undefined
+
+/** A redis-server of the benchmark's own on a free port (no persistence), or undefined when it is not installed. */
+async function startRedis(dir: string): Promise<{ url: string } | undefined> {
+  if (spawnSync('sh', ['-c', 'command -v redis-server']).status !== 0) {
+    process.stderr.write('redis-server is not installed (apt-get install redis-server): the Redis cases are skipped\n')
+    return undefined
+  }
+  const port = await freePort()
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] })
+  redisProcess = child
+  let output = ''
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
+  for (const deadline = Date.now() + 10_000; !output.includes('Ready to accept connections'); ) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`redis-server did not start: ${output}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  return { url: `redis://127.0.0.1:${port}` }
 }
 
 /** A copy of `items` in random order (Fisher-Yates). */
@@ -283,6 +322,11 @@ const COMPARISONS: Comparison[] = [
   { name: 'WORKERS=2 / 1', of: 'keygate WORKERS=2', against: 'keygate GET /data, authorized', measure: 'rps', target: 'report', passes: () => true },
   { name: 'key with 50 rules / no rules', of: 'keygate key with 50 rules', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'rate-limited key / no limit', of: 'keygate rate-limited key (never refused)', against: 'keygate GET /data, authorized', measure: 'rps', target: 'report', passes: () => true },
+  { name: 'WORKERS=2: rate-limited key (primary) / no limit', of: 'keygate WORKERS=2, rate-limited key (counted by the primary)', against: 'keygate WORKERS=2', measure: 'rps', target: 'report', passes: () => true },
+  { name: 'REDIS_URL, key without a limit / no REDIS_URL', of: 'keygate REDIS_URL, key without a rate limit', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.95', passes: (v) => v >= 0.95 },
+  { name: 'rate-limited key: in Redis / in memory', of: 'keygate rate-limited key, counted in Redis', against: 'keygate rate-limited key (never refused)', measure: 'rps', target: 'report', passes: () => true },
+  { name: 'GET /data authorized / baseline build', of: 'keygate GET /data, authorized', against: 'baseline build GET /data, authorized', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
+  { name: 'WORKERS=2 / baseline build WORKERS=2', of: 'keygate WORKERS=2', against: 'baseline build WORKERS=2', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'start to first 200 (separate starts in pairs): keygate / bare', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'startup', target: '<= 1.2', passes: (v) => v <= 1.2 },
   { name: 'RSS idle: keygate - bare (MB)', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'rss', target: '<= +10', passes: (v) => v <= 10 },
 ]
