@@ -13,7 +13,7 @@ export interface RedisOptions {
   /** `requirepass`: the default user's password. */
   password?: string
   /** An ACL user with this password, allowed everything (the default user then needs `password` too or stays open). */
-  user?: { name: string; password: string }
+  user?: { name: string; password: string; rules?: string[] }
   /** TLS only, on this certificate pair (the plain port is turned off). */
   tls?: { certFile: string; keyFile: string }
 }
@@ -71,7 +71,7 @@ async function launch(port: number, dir: string, options: RedisOptions): Promise
   if (options.tls === undefined) args.push('--port', String(port))
   else args.push('--port', '0', '--tls-port', String(port), '--tls-cert-file', options.tls.certFile, '--tls-key-file', options.tls.keyFile, '--tls-auth-clients', 'no')
   if (options.password !== undefined) args.push('--requirepass', options.password)
-  if (options.user !== undefined) args.push('--user', options.user.name, 'on', `>${options.user.password}`, '~*', '&*', '+@all')
+  if (options.user !== undefined) args.push('--user', options.user.name, 'on', `>${options.user.password}`, ...(options.user.rules ?? ['~*', '&*', '+@all']))
   const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))

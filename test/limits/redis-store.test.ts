@@ -104,3 +104,21 @@ for (const mode of ['local', 'open', 'closed'] as const) {
     assert.equal(await store.throttle!.recordFailure('192.0.2.1', Date.now()), 0, 'Redis counts again, from zero (it lost its data)')
   })
 }
+
+test('the least ACL user the README names is enough for every count and announcement', SKIP, async (t) => {
+  const rules = '~keygate:* &keygate:blocked +ping +select +eval +evalsha +subscribe +incr +pttl +pexpire +get +set +time +publish'.split(' ')
+  const server = await startRedis(t, { user: { name: 'keygate', password: 'acl-pass-5e1d', rules } })
+  const connect = () => {
+    const store = createRedisLimits({ redis: { host: '127.0.0.1', port: server.port, tls: false, db: 1, user: 'keygate', password: 'acl-pass-5e1d' }, throttle: THROTTLE })
+    t.after(() => store.close())
+    return store
+  }
+  const [a, b] = [connect(), connect()]
+  assert.equal(await a.whenUp(2000), true)
+  assert.equal(await b.whenUp(2000), true)
+  const limit = compileRateLimit({ limit: 1, windowS: 60 }, 'acl')
+  assert.deepEqual([(await a.rateLimits.take(limit.stateKey, limit, Date.now()))?.allowed, (await a.rateLimits.take(limit.stateKey, limit, Date.now()))?.allowed], [true, false])
+  for (let i = 0; i < 3; i++) assert.equal(await a.throttle!.recordFailure('192.0.2.9', Date.now()), 0)
+  await waitFor('the announcement to reach the other store', () => (b.throttle!.retryAfterS('192.0.2.9', Date.now()) > 0 ? true : undefined), 2000)
+  assert.equal(a.errors, 0)
+})
