@@ -32,6 +32,10 @@ export interface Config {
   tls?: { certFile: string; keyFile: string }
   /** Processes serving the port: 1 runs no cluster primary. */
   workers: number
+  /** Request bodies above this get 413; 0: no limit (proxy mode only). */
+  maxBodyBytes: number
+  /** `UPSTREAM_URL`: proxy mode, with the deadline for the service's answer head. */
+  upstream?: { url: URL; timeoutMs: number }
   /** `REDIS_URL` and its settings: the limit counters live in Redis. */
   redis?: { address: RedisAddress; prefix: string; timeoutMs: number; onFailure: RedisFailureMode }
 }
@@ -69,6 +73,11 @@ export function loadConfig(env: Env, cpuCount = 1): { config: Config; warnings: 
     tls: readTlsFiles(env),
     workers: env.WORKERS === 'auto' ? Math.max(1, cpuCount) : readInteger(env, 'WORKERS', 1, 1, 1024),
     redis: readRedis(env),
+    maxBodyBytes: readInteger(env, 'MAX_BODY_BYTES', 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
+    upstream: readUpstream(env),
+  }
+  if (config.maxBodyBytes === 0 && config.upstream === undefined) {
+    throw new ConfigError('MAX_BODY_BYTES=0 (no limit) is for proxy mode (UPSTREAM_URL): keygate\'s own routes read no body')
   }
   // node:http refuses a headers timeout longer than a non-zero request timeout.
   if (config.requestTimeoutMs > 0 && config.headersTimeoutMs > config.requestTimeoutMs) {
@@ -93,6 +102,8 @@ export function settingsOf(config: Config): Record<string, string | number | boo
     requestTimeoutMs: config.requestTimeoutMs,
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
+    upstream: config.upstream === undefined ? undefined : `${config.upstream.url.href}, timeout ${config.upstream.timeoutMs} ms`,
+    maxBodyBytes: config.maxBodyBytes,
     limits: config.redis !== undefined
       ? `redis ${describeRedis(config.redis.address)} prefix ${config.redis.prefix}, timeout ${config.redis.timeoutMs} ms, on failure ${config.redis.onFailure}`
       : config.workers > 1 ? 'cluster primary' : 'memory',
@@ -108,6 +119,21 @@ function readInteger(env: Env, name: string, fallback: number, min: number, max:
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}${auto}, got ${JSON.stringify(raw)}`)
   }
   return value
+}
+
+function readUpstream(env: Env): Config['upstream'] {
+  const raw = env.UPSTREAM_URL
+  if (raw === undefined || raw === '') return undefined
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError('UPSTREAM_URL must be a URL such as http://127.0.0.1:8080 or https://service.internal/base')
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`UPSTREAM_URL must start with http:// or https://, not ${url.protocol}//`)
+  if (url.username !== '' || url.password !== '') throw new ConfigError('UPSTREAM_URL must not hold a user or password')
+  if (url.search !== '' || url.hash !== '') throw new ConfigError('UPSTREAM_URL must not have a query or fragment (only a base path)')
+  return { url, timeoutMs: readInteger(env, 'UPSTREAM_TIMEOUT_MS', 60_000, 1, 3_600_000) }
 }
 
 function readRedis(env: Env): Config['redis'] {

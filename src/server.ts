@@ -92,6 +92,9 @@ async function serve(
   const reloader = loaded.reload === undefined
     ? undefined
     : startKeysFileReloads({ ...loaded.reload, store: loaded.keys, log, onReload: (ok) => metrics.recordKeyReload(ok) })
+  const upstream = config.upstream
+  const proxyModule = upstream === undefined ? undefined : await import('./http/proxy.js')
+  const proxy = upstream && proxyModule?.createProxy({ upstream: upstream.url, timeoutMs: upstream.timeoutMs, maxBodyBytes: config.maxBodyBytes, trustProxy: config.trustProxy })
   const handler = createHandler({
     keys,
     log,
@@ -100,6 +103,8 @@ async function serve(
     metrics,
     collectMetrics: worker?.connectWorkerMetrics(metrics),
     rateLimits: limits.rateLimits,
+    proxy,
+    maxBodyBytes: config.maxBodyBytes,
   })
   const server = createHttpServer(config, handler, tlsModule && tlsPair && { module: tlsModule, pair: tlsPair })
   const dropHandshakes = tlsModule === undefined ? undefined : tlsModule.trackHandshakes(server as HttpsServer)
@@ -113,6 +118,7 @@ async function serve(
   })
   // Unknown `Expect` values reach the handler, which answers 417 with keygate's headers and logs it.
   server.on('checkExpectation', handler)
+  if (proxy !== undefined) proxyModule?.takeProxyTraffic(server, handler)
   // Before the worker reports ready: the primary then forwards SIGHUP, which would kill a process without a handler.
   process.on('SIGHUP', () => {
     if (reloader === undefined && tls === undefined) log.info('SIGHUP: no API_KEYS_FILE or TLS certificate to reload')
@@ -124,7 +130,12 @@ async function serve(
     if (stopping) return
     stopping = true
     reloader?.close()
-    shutdown(server, log, config.shutdownTimeoutMs, signal, { dropHandshakes, whenDrained: intake?.whenDrained })
+    shutdown(server, log, config.shutdownTimeoutMs, signal, {
+      dropHandshakes,
+      whenDrained: intake?.whenDrained,
+      // A tunnel (WebSocket) is no request in flight: it is closed with the idle connections.
+      dropIdle: proxy && (() => proxy.tunnels.forEach((tunnel) => tunnel.destroy())),
+    })
   }
   const intake = worker?.acceptFromPrimary(server, stop)
   if (intake === undefined) listen(server, config, log, { keys: keys.size, ...(tlsPair && { certificateValidTo: tlsPair.validTo }) })
@@ -262,7 +273,7 @@ function shutdown(
   log: Logger,
   timeoutMs: number,
   signal: NodeJS.Signals,
-  { dropHandshakes, whenDrained }: { dropHandshakes?: () => void; whenDrained?: (done: () => void) => void },
+  { dropHandshakes, whenDrained, dropIdle }: { dropHandshakes?: () => void; whenDrained?: (done: () => void) => void; dropIdle?: () => void },
 ): void {
   log.info('shutting down', { signal, timeoutMs })
   // A TLS connection still in its handshake has sent no request: nothing is lost by closing it.
@@ -284,6 +295,7 @@ function shutdown(
   const graceMs = Math.min(MAX_DRAIN_GRACE_MS, Math.floor(timeoutMs / 4))
   setTimeout(() => {
     server.closeIdleConnections()
+    dropIdle?.()
     setInterval(() => server.closeIdleConnections(), CLOSE_IDLE_EVERY_MS).unref()
   }, graceMs).unref()
   setTimeout(() => {

@@ -63,6 +63,8 @@ test('reads every variable', () => {
     throttleMaxClients: 1000,
     tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
     workers: 3,
+    maxBodyBytes: 1048576,
+    upstream: undefined,
     redis: {
       address: { host: 'cache', port: 6380, tls: true, user: 'app', password: 's3cret', db: 2 },
       prefix: 'gw1:',

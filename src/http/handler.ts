@@ -1,14 +1,15 @@
 /** `createHandler()`: routes by method and path, authenticates, answers with prepared replies. */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { discardBody, hasUnreadBody } from './body.js'
+import { discardBody, hasUnreadBody, MAX_BODY_BYTES, takeContinue } from './body.js'
+import type { Proxy } from './proxy.js'
 import { clientAddressOf } from './client.js'
 import { createMemoryRateLimitStore, type RateLimitStore } from '../limits/rate-limit.js'
 import type { KeyStore } from '../keys/store.js'
 import { silentLogger, type Logger } from '../observe/log.js'
 import { FAILURE_REASONS, ROUTE_NAMES, createMetrics, type Metrics, type MetricsSnapshot } from '../observe/metrics.js'
 import { requestIdOf, sendReply } from './respond.js'
-import { claimedVariant, createRoutes, EXPECTATION_FAILED, MALFORMED, REPLY, resolveRoutePaths, type Context, type Outcome, type RouteEntry, type RoutePaths } from './routes.js'
+import { claimedVariant, createRoutes, EXPECTATION_FAILED, MALFORMED, PROXY_MODE_ROUTES, REPLY, resolveRoutePaths, type Context, type Outcome, type RouteEntry, type RoutePaths } from './routes.js'
 import type { Throttle } from '../limits/throttle.js'
 
 export interface HandlerOptions {
@@ -31,6 +32,13 @@ export interface HandlerOptions {
   routes?: RoutePaths
   /** Where the per-key rate-limit state lives. Default: this handler's memory. */
   rateLimits?: RateLimitStore
+  /**
+   * Proxy mode: every path but keygate's own goes to this service, once allowed (from
+   * `createProxy`); paths under `/_keygate/` that are no route of keygate's get 404. `next` is never called.
+   */
+  proxy?: Proxy
+  /** Request bodies above this get 413 on keygate's own routes (default 1 MiB). */
+  maxBodyBytes?: number
 }
 
 /** Connect/Express-style continuation: called for paths keygate does not own. */
@@ -46,8 +54,9 @@ export function createHandler(options: HandlerOptions): Handler {
   const { keys, log = silentLogger, throttle, trustProxy = 0 } = validateOptions(options)
   const metrics = options.metrics ?? createHandlerMetrics(keys, throttle, log)
   const localSnapshot = () => metrics.snapshot()
-  const paths = resolveRoutePaths(options.routes)
-  const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot, paths, options.rateLimits ?? createMemoryRateLimitStore())
+  const paths = resolveRoutePaths(options.routes ?? (options.proxy === undefined ? undefined : PROXY_MODE_ROUTES))
+  const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot, paths, options.rateLimits ?? createMemoryRateLimitStore(), options.proxy)
+  const maxBodyBytes = options.maxBodyBytes || MAX_BODY_BYTES
   const claimed = claimedVariant(paths)
   const logging = log.enabled('info')
 
@@ -56,9 +65,10 @@ export function createHandler(options: HandlerOptions): Handler {
     const ms = performance.now() - startedMs
     const failure = outcome === undefined || outcome.ok ? -1 : (FAILURE_INDEX[outcome.reason] ?? -1)
     metrics.recordRequest(routeIndex, res.statusCode, ms / 1000, failure)
+    if (context.upstream !== undefined) metrics.recordUpstream(context.upstream.status, context.upstream.error)
     if (logging) logRequest(log, req, res, path, ms, context, outcome)
   }
-  const dispatch = (req: IncomingMessage, res: ServerResponse, entry: RouteEntry | undefined, path: string, startedMs: number, context: Context) => {
+  const dispatch = (req: IncomingMessage, res: ServerResponse, entry: RouteEntry | undefined, path: string, startedMs: number, context: Context, bodyUnread = false) => {
     let outcome: Outcome | undefined | Promise<Outcome>
     try {
       if (entry === undefined) sendReply(req, res, REPLY.notFound, context.requestId)
@@ -67,10 +77,15 @@ export function createHandler(options: HandlerOptions): Handler {
       sendInternalError(req, res, context.requestId, log, error)
     }
     const index = entry?.index ?? OTHER_ROUTE
+    const settle = (settled: Outcome | undefined) => {
+      // A refused request's body is never read: the connection cannot carry another request.
+      if (bodyUnread && settled?.ok !== true && !req.readableEnded) closeAfterAnswer(req, res)
+      finish(req, res, path, index, startedMs, context, settled)
+    }
     // A decision from a store in another process comes later: count and log the request then.
-    if (!(outcome instanceof Promise)) return finish(req, res, path, index, startedMs, context, outcome)
+    if (!(outcome instanceof Promise)) return settle(outcome)
     outcome.then(
-      (settled) => finish(req, res, path, index, startedMs, context, settled),
+      settle,
       (error: unknown) => {
         sendInternalError(req, res, context.requestId, log, error)
         finish(req, res, path, index, startedMs, context)
@@ -85,6 +100,7 @@ export function createHandler(options: HandlerOptions): Handler {
     let path = target
     let entry = routes(target)
     if (entry === undefined) entry = routes((path = pathnameOf(target)))
+    if (entry === undefined && routes.fallback !== undefined && !path.startsWith(OWN_PREFIX)) entry = routes.fallback
     // `/DATA` or `/data/` is not keygate's route, but a lenient host router may think it is its own `/data`.
     if (entry === undefined && next !== undefined && !claimed(path)) return next()
     const context = new RequestContext(requestIdOf(req), req, trustProxy)
@@ -92,6 +108,9 @@ export function createHandler(options: HandlerOptions): Handler {
     const refused = refuseBadProtocol(req, res, context.requestId)
     if (refused !== undefined) return finish(req, res, path, entry?.index ?? OTHER_ROUTE, startedMs, context, refused)
     if (!hasUnreadBody(req)) return dispatch(req, res, entry, path, startedMs, context)
+    // The proxy streams the body on once the request is allowed; a refused one closes the connection.
+    if (entry?.takesBody === true) return dispatch(req, res, entry, path, startedMs, context, true)
+    if (takeContinue(req)) res.writeContinue()
     discardBody(
       req,
       () => dispatch(req, res, entry, path, startedMs, context),
@@ -99,8 +118,19 @@ export function createHandler(options: HandlerOptions): Handler {
         sendReply(req, res, REPLY.tooLarge, context.requestId)
         finish(req, res, path, entry?.index ?? OTHER_ROUTE, startedMs, context)
       },
+      maxBodyBytes,
     )
   }
+}
+
+// In proxy mode keygate's own routes live here; any other path below it is keygate's 404, never the service's.
+const OWN_PREFIX = '/_keygate/'
+
+function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
+  const socket = req.socket as IncomingMessage['socket'] & { destroySoon?: () => void }
+  const close = () => (socket.destroySoon === undefined ? socket.destroy() : socket.destroySoon())
+  if (res.writableFinished) close()
+  else res.once('finish', close)
 }
 
 /** What a route needs beyond `req`; the client's address is worked out only if something asks for it. */
@@ -216,6 +246,11 @@ function logRequest(
     ...(context.original !== undefined && context.original !== 'ambiguous' && {
       originalMethod: context.original.method,
       originalPath: context.original.path.slice(0, MAX_LOGGED_PATH),
+    }),
+    ...(context.upstream !== undefined && {
+      upstreamStatus: context.upstream.status,
+      upstreamMs: context.upstream.ms,
+      upstreamError: context.upstream.error,
     }),
   })
 }

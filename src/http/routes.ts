@@ -7,6 +7,8 @@ import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } fr
 import { THROTTLE_UNAVAILABLE, throttleKeyOf, type Throttle } from '../limits/throttle.js'
 import { originalRequestOf, type OriginalRequest } from './original-request.js'
 import type { RateDecision, RateLimit, RateLimitStore } from '../limits/rate-limit.js'
+import { canonicalPath } from './canonical-path.js'
+import type { Proxy, ProxyReplies, UpstreamResult } from './proxy.js'
 
 export type Outcome =
   | AuthResult
@@ -41,6 +43,9 @@ export const REPLY = {
   // RFC 6750 section 3.1: a valid token without the scope the request needs.
   forbidden: createReply(403, '{"error":"Forbidden"}', ['www-authenticate', 'Bearer realm="keygate", error="insufficient_scope"']),
   internalError: createReply(500, '{"error":"Internal Server Error"}'),
+  // Proxy mode: the service could not be reached or failed before its answer; it did not answer in time.
+  badGateway: createReply(502, '{"error":"Bad Gateway"}'),
+  gatewayTimeout: createReply(504, '{"error":"Gateway Timeout"}'),
   // A shared limits store is away and LIMITS_ON_REDIS_FAILURE=closed: no decision, no answer.
   limitsUnavailable: createReply(503, '{"error":"Service Unavailable"}', ['retry-after', '1']),
 } satisfies Record<string, Reply>
@@ -52,32 +57,41 @@ export interface Context {
   readonly client: string
   /** On `/auth`: the request the proxy asks about, as the route read it (for the access line). */
   original?: OriginalRequest | 'ambiguous'
+  /** In proxy mode: how the exchange with the service went (for the access line and metrics). */
+  upstream?: UpstreamResult
 }
 
 /** A route answers the request and returns the authentication outcome, if it needed a key. */
 export type Route = (req: IncomingMessage, res: ServerResponse, context: Context) => Outcome | undefined | Promise<Outcome>
 
-/** Writes the answer of an allowed request, with the rate-limit headers when the key has a limit. */
-type Answer = (req: IncomingMessage, res: ServerResponse, context: Context, outcome: Outcome & { ok: true }, headers: string[] | undefined) => void
+/** Writes the answer of an allowed request, with the rate-limit headers when the key has a limit; a proxied one settles later. */
+type Answer = (req: IncomingMessage, res: ServerResponse, context: Context, outcome: Outcome & { ok: true }, headers: string[] | undefined) => void | Promise<void>
 
 /** A route, its path and its index in `ROUTE_NAMES`, for the metrics. */
 export interface RouteEntry {
   path: string
   route: Route
   index: number
+  /** The route streams the request body on (the proxy) instead of having the handler discard it. */
+  takesBody?: boolean
 }
 
-/** Finds the route of an exact path, or `undefined`. */
-export type RouteTable = (path: string) => RouteEntry | undefined
+/** Finds the route of an exact path, or `undefined`; in proxy mode `fallback` takes every other path. */
+export interface RouteTable {
+  (path: string): RouteEntry | undefined
+  readonly fallback?: RouteEntry
+}
 
 /** The built-in routes a handler owns, each at its path or turned off (`false`). */
-export type RoutePaths = Partial<Record<Exclude<RouteName, 'other'>, string | false>>
+/** A built-in route that has a path of its own (the proxy takes every other path, `other` is none). */
+export type OwnedRoute = Exclude<RouteName, 'other' | 'proxy'>
+export type RoutePaths = Partial<Record<OwnedRoute, string | false>>
 const OWNED_ROUTES = ['data', 'healthz', 'auth', 'metrics'] as const
 const ROUTE_PATH = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/
 
 /** The paths of the routes a handler owns: the defaults (`/data` ...) with `paths` applied; throws a `TypeError`. */
-export function resolveRoutePaths(paths: RoutePaths = {}): Map<Exclude<RouteName, 'other'>, string> {
-  const resolved = new Map<Exclude<RouteName, 'other'>, string>()
+export function resolveRoutePaths(paths: RoutePaths = {}): Map<OwnedRoute, string> {
+  const resolved = new Map<OwnedRoute, string>()
   for (const name of OWNED_ROUTES) {
     const path = paths[name] ?? `/${name}`
     if (path === false) continue
@@ -125,11 +139,12 @@ function headersOf(decision: RateDecision | undefined, limit: RateLimit, req: In
   return LIMITED
 }
 
-function settle(outcome: Outcome, headers: RateHeaders, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome {
+function settle(outcome: Outcome, headers: RateHeaders, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome | Promise<Outcome> {
   if (headers === LIMITED) return rateLimited(outcome)
   if (headers === UNDECIDED) return LIMITS_UNAVAILABLE
-  if (outcome.ok) answer(req, res, context, outcome, headers)
-  return outcome
+  if (!outcome.ok) return outcome
+  const answered = answer(req, res, context, outcome, headers)
+  return answered instanceof Promise ? answered.then(() => outcome) : outcome
 }
 
 function refuseThrottled(waitS: number, req: IncomingMessage, res: ServerResponse, context: Context): Outcome {
@@ -174,8 +189,9 @@ export function createRoutes(
   throttle: Throttle | undefined,
   collectMetrics: () => MetricsSnapshot | Promise<MetricsSnapshot>,
   localSnapshot: () => MetricsSnapshot,
-  paths: ReadonlyMap<Exclude<RouteName, 'other'>, string>,
+  paths: ReadonlyMap<OwnedRoute, string>,
   rateLimits: RateLimitStore,
+  proxy?: Proxy,
 ): RouteTable {
   /**
    * After the scope, the key's rate limit: the RateLimit headers for the answer (undefined for a
@@ -276,13 +292,46 @@ export function createRoutes(
     if (isPublic(req.method, METRICS_SEGMENTS)) return limitThenAnswer(PUBLIC, req, res, context, answerScrape)
     return keyed(req, res, context, req.method, METRICS_SEGMENTS, answerScrape)
   }
-  const segmentsOf = (name: Exclude<RouteName, 'other'>) => (paths.get(name) ?? `/${name}`).slice(1).split('/')
+  const segmentsOf = (name: OwnedRoute) => (paths.get(name) ?? `/${name}`).slice(1).split('/')
   const METRICS_SEGMENTS = segmentsOf('metrics')
-  const routes: Record<Exclude<RouteName, 'other'>, Route> = { data: requireKey(REPLY.data, segmentsOf('data')), healthz: open(REPLY.healthy), auth: forwardAuth, metrics: scrape }
+  const routes: Record<OwnedRoute, Route> = { data: requireKey(REPLY.data, segmentsOf('data')), healthz: open(REPLY.healthy), auth: forwardAuth, metrics: scrape }
   const table = [...paths].map(([name, path]): RouteEntry => ({ path, route: routes[name], index: ROUTE_NAMES.indexOf(name) }))
   // Four comparisons, most ending at the length: cheaper than a Map, which would hash each request's new path string.
-  return (path) => {
+  const lookup = (path: string) => {
     for (const candidate of table) if (candidate.path === path) return candidate
     return undefined
   }
+  if (proxy === undefined) return lookup
+  // A public path or an authorized key: the request goes to the service, with the key's id.
+  const forward = (dropAuthorization: (req: IncomingMessage) => boolean): Answer => (req, res, context, outcome, headers) =>
+    proxy.forward(req, res, { keyId: outcome.keyId || undefined, requestId: context.requestId, dropAuthorization: dropAuthorization(req) }, headers).then((result) => {
+      context.upstream = result
+    })
+  // The credential goes no further than keygate: Authorization is dropped when it held the key
+  // (on a public path too: a client may send its key everywhere).
+  const holdsCredential = (req: IncomingMessage) => typeof req.headers.authorization === 'string' && req.headers.authorization !== ''
+  const keyedForward = forward(holdsCredential)
+  const publicForward = forward((req) => holdsCredential(req) && authenticate(keys, req).keyId !== undefined)
+  const proxied: Route = (req, res, context) => {
+    const url = req.url ?? ''
+    const query = url.indexOf('?')
+    const canonical = canonicalPath(query === -1 ? url : url.slice(0, query))
+    if (!canonical.ok) {
+      sendReply(req, res, REPLY.badRequest, context.requestId)
+      return MALFORMED
+    }
+    if (isPublic(req.method, canonical.segments)) return settle(PUBLIC, undefined, req, res, context, publicForward)
+    return keyed(req, res, context, req.method, canonical.segments, keyedForward)
+  }
+  return Object.assign(lookup, { fallback: { path: '', route: proxied, index: ROUTE_NAMES.indexOf('proxy'), takesBody: true } })
 }
+
+/** The answers the proxy writes itself, from the prepared replies. */
+export const PROXY_REPLIES: ProxyReplies = {
+  tooLarge: (req, res, requestId) => sendReply(req, res, REPLY.tooLarge, requestId),
+  badGateway: (req, res, requestId) => sendReply(req, res, REPLY.badGateway, requestId),
+  gatewayTimeout: (req, res, requestId) => sendReply(req, res, REPLY.gatewayTimeout, requestId),
+}
+
+/** keygate's own routes in proxy mode: every other path belongs to the service. */
+export const PROXY_MODE_ROUTES: RoutePaths = { data: false, auth: false, healthz: '/_keygate/healthz', metrics: '/_keygate/metrics' }

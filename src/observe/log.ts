@@ -21,6 +21,10 @@ export interface AccessFields {
   /** For forward-auth: the method and path the proxy was asked for. */
   originalMethod?: string
   originalPath?: string
+  /** Proxy mode: the service's status (absent when it never answered), the time of the exchange, what went wrong. */
+  upstreamStatus?: number
+  upstreamMs?: number
+  upstreamError?: string
 }
 
 export interface Logger {
@@ -157,6 +161,9 @@ function accessLineOf(f: AccessFields, baseFields: string): string {
   if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
   if (f.originalMethod !== undefined) line += `,"originalMethod":${jsonString(f.originalMethod)}`
   if (f.originalPath !== undefined) line += `,"originalPath":${jsonString(f.originalPath)}`
+  if (f.upstreamStatus !== undefined) line += `,"upstreamStatus":${f.upstreamStatus}`
+  if (f.upstreamMs !== undefined) line += `,"upstreamMs":${millisecondsOf(f.upstreamMs)}`
+  if (f.upstreamError !== undefined) line += `,"upstreamError":"${f.upstreamError}"`
   return `${line},"client":"${f.client}","requestId":"${f.requestId}"${baseFields}}\n`
 }
 

@@ -1,7 +1,7 @@
 /** Counters and gauges, their sum over cluster workers, and the Prometheus text format 0.0.4. */
 
 /** Route labels, indexed by the handler: anything else counts as `other`. */
-export const ROUTE_NAMES = ['data', 'healthz', 'auth', 'metrics', 'other'] as const
+export const ROUTE_NAMES = ['data', 'healthz', 'auth', 'metrics', 'proxy', 'other'] as const
 export type RouteName = (typeof ROUTE_NAMES)[number]
 export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden', 'rate_limited', 'limits_unavailable'] as const
 /** Upper bounds in seconds: keygate answers in tens of microseconds, a slow scrape in milliseconds. */
@@ -19,6 +19,9 @@ export interface MetricsSnapshot {
   durationSum: number
   durationCount: number
   keyReloads: { success: number; failure: number }
+  /** Proxy mode: the service's answers by status class (`2xx`...), and failed exchanges by kind. */
+  upstreamResponses: Record<string, number>
+  upstreamErrors: Record<string, number>
   keysLoaded: number
   throttleClients: number
   logLinesDropped: number
@@ -47,6 +50,8 @@ export interface Metrics {
   /** Counts a 400/408/431 written on the raw socket (`clientError`). */
   recordClientError(status: number): void
   recordKeyReload(ok: boolean): void
+  /** Proxy mode: one exchange with the service, its status (undefined: no answer) or what went wrong. */
+  recordUpstream(status: number | undefined, error: string | undefined): void
   snapshot(): MetricsSnapshot
 }
 
@@ -60,6 +65,8 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
   const clientErrors = new Float64Array(STATUS_SLOTS)
   const buckets = new Float64Array(DURATION_BUCKETS.length + 1)
   const reloads = { success: 0, failure: 0 }
+  const upstreamResponses: Record<string, number> = {}
+  const upstreamErrors: Record<string, number> = {}
   // In a typed array, not a `let`: a double kept in a closure is a new heap number at every update.
   const durationSum = new Float64Array(1)
   const startTimeSeconds = Math.round(Date.now() / 1000 - process.uptime())
@@ -79,6 +86,13 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
       if (ok) reloads.success++
       else reloads.failure++
     },
+    recordUpstream(status, error) {
+      if (status !== undefined) {
+        const statusClass = `${Math.floor(status / 100)}xx`
+        upstreamResponses[statusClass] = (upstreamResponses[statusClass] ?? 0) + 1
+      }
+      if (error !== undefined) upstreamErrors[error] = (upstreamErrors[error] ?? 0) + 1
+    },
     snapshot() {
       const memory = process.memoryUsage()
       return {
@@ -89,6 +103,8 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
         durationSum: durationSum[0] as number,
         durationCount: buckets.reduce((sum, n) => sum + n, 0),
         keyReloads: { ...reloads },
+        upstreamResponses: { ...upstreamResponses },
+        upstreamErrors: { ...upstreamErrors },
         keysLoaded: read.keysLoaded(),
         throttleClients: read.throttleClients(),
         logLinesDropped: read.logLinesDropped(),
@@ -127,6 +143,8 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
     }
     addInto(total.authFailures, s.authFailures)
     addInto(total.clientErrors, s.clientErrors)
+    addInto(total.upstreamResponses, s.upstreamResponses ?? {})
+    addInto(total.upstreamErrors, s.upstreamErrors ?? {})
     s.durationBuckets.forEach((n, i) => (total.durationBuckets[i] = (total.durationBuckets[i] ?? 0) + n))
     total.durationSum += s.durationSum
     total.durationCount += s.durationCount
@@ -172,6 +190,10 @@ export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000
   })
   out.push(`keygate_request_duration_seconds_bucket{le="+Inf"} ${s.durationCount}`)
   out.push(`keygate_request_duration_seconds_sum ${formatValue(s.durationSum)}`, `keygate_request_duration_seconds_count ${s.durationCount}`)
+  family('keygate_upstream_responses_total', 'counter', 'Proxy mode: answers of the service, by status class.',
+    Object.entries(s.upstreamResponses ?? {}).map(([statusClass, n]) => [{ class: statusClass }, n]))
+  family('keygate_upstream_errors_total', 'counter', 'Proxy mode: exchanges with the service that failed, by kind.',
+    Object.entries(s.upstreamErrors ?? {}).map(([kind, n]) => [{ kind }, n]))
   family('keygate_keys_loaded', 'gauge', 'Keys in service.', [[{}, s.keysLoaded]])
   family('keygate_key_reloads_total', 'counter', 'Reloads of the keys file, by result.',
     [[{ result: 'success' }, s.keyReloads.success], [{ result: 'failure' }, s.keyReloads.failure]])
