@@ -45,7 +45,7 @@ export async function startKeygate(t: TestContext, options: Partial<HandlerOptio
  * Sends raw bytes on a new socket and resolves with everything the server wrote until the
  * connection ended (a reset after the answer counts as an end). Rejects after `deadlineMs`.
  */
-export async function rawRequest(url: string, bytes: string | Buffer, deadlineMs = 5000): Promise<string> {
+export async function rawRequest(url: string, bytes: string | Buffer, deadlineMs = 5000, halfClose = true): Promise<string> {
   const { port } = new URL(url)
   const socket = connect(Number(port), '127.0.0.1')
   let timedOut = false
@@ -56,7 +56,10 @@ export async function rawRequest(url: string, bytes: string | Buffer, deadlineMs
   const chunks: Buffer[] = []
   socket.on('data', (chunk: Buffer) => chunks.push(chunk))
   socket.on('error', () => {}) // EPIPE or ECONNRESET once the server has answered and closed
-  socket.end(bytes)
+  // Without halfClose the request must close the connection itself (`Connection: close`): Node
+  // aborts a request whose client half-closed before an answer that comes later (as nginx does).
+  if (halfClose) socket.end(bytes)
+  else socket.write(bytes)
   await once(socket, 'close')
   if (timedOut) throw new Error(`the server did not close the connection within ${deadlineMs} ms`)
   return Buffer.concat(chunks).toString('latin1')
