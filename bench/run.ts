@@ -49,8 +49,11 @@ const settings = {
 
 interface Case {
   name: string
-  /** How to start the server: keygate with this environment, or a baseline. */
-  server: { keygate: Record<string, string> } | { baseline: 'http' | 'headers' | 'contract' | 'raw' }
+  /** How to start the server: keygate with this environment, a baseline, or another program (a proxy). */
+  server:
+    | { keygate: Record<string, string> }
+    | { baseline: 'http' | 'headers' | 'contract' | 'raw' }
+    | { program: (port: number, dir: string) => { command: string; args: string[]; env?: Record<string, string> } }
   /** The request headers the generator sends. */
   headers: string
   /** The status those requests get (200 unless said). */
@@ -75,7 +78,7 @@ const auth = `Authorization: ${KEY}\r\n`
 const wrongKey = 'Authorization: wrong-key-0123456789abcdefghijklmnopq\r\n'
 const silent = { API_KEY: KEY, LOG_LEVEL: 'silent' }
 
-function cases(keysFile: string, policyFiles: { rules: string; limited: string }, redisUrl: string | undefined): Case[] {
+function cases(keysFile: string, policyFiles: { rules: string; limited: string }, redisUrl: string | undefined, services: Services): Case[] {
   const limited = { API_KEYS_FILE: policyFiles.limited, LOG_LEVEL: 'silent' }
   const baseline = flags['baseline-dist'] === undefined ? undefined : join(flags['baseline-dist'], 'server.js')
   return [
@@ -96,6 +99,7 @@ function cases(keysFile: string, policyFiles: { rules: string; limited: string }
       { name: 'keygate REDIS_URL, key without a rate limit', server: { keygate: { ...silent, REDIS_URL: redisUrl } }, headers: auth },
       { name: 'keygate rate-limited key, counted in Redis', server: { keygate: { ...limited, REDIS_URL: redisUrl } }, headers: auth },
     ]),
+    ...proxyCases(services),
     ...(baseline === undefined ? [] : [
       { name: 'baseline build GET /data, authorized', server: { keygate: silent }, headers: auth, script: baseline },
       { name: 'baseline build WORKERS=2', server: { keygate: { ...silent, WORKERS: '2' } }, headers: auth, script: baseline },
@@ -124,6 +128,11 @@ function nodeCommand(args: string[], cpu: number | undefined): [string, string[]
 }
 
 function startServer(c: Case, port: number, dir: string): ChildProcess {
+  if ('program' in c.server) {
+    const { command, args, env } = c.server.program(port, dir)
+    const [pinned, pinnedArgs] = PIN ? ['taskset', ['-c', '1', command, ...args]] : [command, args]
+    return spawn(pinned, pinnedArgs, { env: { PATH: process.env.PATH ?? '', PORT: String(port), ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  }
   const out = c.logFile ? openSync(join(dir, `access-${port}.log`), 'w') : 'ignore'
   const args = 'keygate' in c.server ? [c.script ?? KEYGATE] : [BARE, c.server.baseline]
   const env = { PATH: process.env.PATH ?? '', PORT: String(port), ...('keygate' in c.server ? c.server.keygate : { API_KEY: KEY }) }
@@ -245,7 +254,8 @@ async function runLoadBenchmark() {
     // --only "bare,authorized": the cases whose names contain one of these words (the rest are skipped).
     const wanted = flags.only?.split(',').map((word) => word.trim().toLowerCase())
     const redis = await startRedis(dir)
-    const all = cases(makeKeysFile(dir), makePolicyFiles(dir), redis?.url).filter((c) => !wanted || wanted.some((word) => c.name.toLowerCase().includes(word)))
+    const services = await startServices(dir)
+    const all = cases(makeKeysFile(dir), makePolicyFiles(dir), redis?.url, services).filter((c) => !wanted || wanted.some((word) => c.name.toLowerCase().includes(word)))
     const runs = new Map<string, Array<Run & { startupMs: number }>>(all.map((c) => [c.name, []]))
     for (let round = 1; round <= settings.rounds; round++) {
       // A new order each round: drift within a round then favours no case over another.
@@ -265,8 +275,73 @@ async function runLoadBenchmark() {
     return report(all, runs, startups)
   } finally {
     redisProcess?.kill('SIGKILL')
+    for (const child of serviceProcesses) child.kill('SIGKILL')
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+const PIPE_PROXY = here('./pipe-proxy.js')
+const HAS_NGINX = spawnSync('sh', ['-c', 'command -v nginx']).status === 0
+
+/** Processes shared by the proxy cases for the whole run: the service behind them, and keygate's /auth for nginx. */
+interface Services {
+  upstreamUrl: string
+  authUrl: string
+}
+const serviceProcesses: ChildProcess[] = []
+
+async function startServices(dir: string): Promise<Services> {
+  const start = async (args: string[], env: Record<string, string>) => {
+    const port = await freePort()
+    serviceProcesses.push(spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', PORT: String(port), ...env }, stdio: ['ignore', 'ignore', 'inherit'] }))
+    await firstAnswer(port, auth, 200, process.hrtime.bigint())
+    return `http://127.0.0.1:${port}`
+  }
+  void dir
+  return { upstreamUrl: await start([BARE, 'http'], {}), authUrl: await start([KEYGATE], silent) }
+}
+
+/** keygate's proxy mode, the pipe proxy and nginx (proxy_pass, and auth_request to keygate's /auth), all before one service. */
+function proxyCases({ upstreamUrl, authUrl }: Services): Case[] {
+  const nginx = (site: string) => (port: number, dir: string) => {
+    const conf = join(dir, `nginx-${port}.conf`)
+    writeFileSync(conf, nginxConf(port, dir, upstreamUrl, authUrl, site))
+    return { command: 'nginx', args: ['-p', dir, '-c', conf, '-e', join(dir, 'nginx-error.log')] }
+  }
+  return [
+    { name: 'pipe proxy (no checks) before the service', server: { program: () => ({ command: process.execPath, args: [PIPE_PROXY], env: { UPSTREAM_URL: upstreamUrl } }) }, headers: auth },
+    { name: 'keygate proxy mode before the service', server: { keygate: { ...silent, UPSTREAM_URL: upstreamUrl } }, headers: auth },
+    ...(HAS_NGINX ? [
+      { name: 'nginx proxy_pass before the service', server: { program: nginx('proxy') }, headers: auth },
+      { name: 'nginx auth_request to keygate, before the service', server: { program: nginx('auth') }, headers: auth },
+    ] : []),
+  ]
+}
+
+function nginxConf(port: number, dir: string, upstreamUrl: string, authUrl: string, site: 'proxy' | 'auth' | string): string {
+  const auth = site === 'auth'
+  return `daemon off; master_process off; worker_processes 1; pid ${dir}/nginx-${port}.pid; error_log ${dir}/nginx-error.log error;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  upstream service { server ${new URL(upstreamUrl).host}; keepalive 64; }
+  upstream keygate { server ${new URL(authUrl).host}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      ${auth ? 'auth_request /_auth;' : ''}
+      proxy_pass http://service; proxy_http_version 1.1; proxy_set_header Connection "";
+    }
+    location = /_auth {
+      internal;
+      proxy_pass http://keygate/auth; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass_request_body off; proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Original-Method $request_method;
+    }
+  }
+}
+`
 }
 
 let redisProcess: ChildProcess | undefined
@@ -303,7 +378,8 @@ interface Comparison {
   name: string
   of: string
   against: string
-  measure: 'rps' | 'startup' | 'rss'
+  /** rps and startup: ratios; rss, p50, p99: differences (MB, µs). */
+  measure: 'rps' | 'startup' | 'rss' | 'p50' | 'p99'
   target: string
   passes: (value: number) => boolean
 }
@@ -329,6 +405,11 @@ const COMPARISONS: Comparison[] = [
   { name: 'GET /data authorized / baseline build', of: 'keygate GET /data, authorized', against: 'baseline build GET /data, authorized', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'rate-limited key / baseline build', of: 'keygate rate-limited key (never refused)', against: 'baseline build rate-limited key', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'WORKERS=2 / baseline build WORKERS=2', of: 'keygate WORKERS=2', against: 'baseline build WORKERS=2', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
+  { name: 'keygate proxy / pipe proxy (no checks)', of: 'keygate proxy mode before the service', against: 'pipe proxy (no checks) before the service', measure: 'rps', target: '>= 0.90', passes: (v) => v >= 0.9 },
+  { name: 'keygate proxy / nginx auth_request to keygate', of: 'keygate proxy mode before the service', against: 'nginx auth_request to keygate, before the service', measure: 'rps', target: '> 1 (ahead)', passes: (v) => v > 1 },
+  { name: 'keygate proxy / nginx proxy_pass (no checks)', of: 'keygate proxy mode before the service', against: 'nginx proxy_pass before the service', measure: 'rps', target: 'report', passes: () => true },
+  { name: 'keygate proxy: p50 added over the service alone (µs)', of: 'keygate proxy mode before the service', against: 'bare node:http', measure: 'p50', target: 'report', passes: () => true },
+  { name: 'keygate proxy: p99 added over the service alone (µs)', of: 'keygate proxy mode before the service', against: 'bare node:http', measure: 'p99', target: 'report', passes: () => true },
   { name: 'start to first 200 (separate starts in pairs): keygate / bare', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'startup', target: '<= 1.2', passes: (v) => v <= 1.2 },
   { name: 'RSS idle: keygate - bare (MB)', of: 'keygate GET /data, authorized', against: 'bare node:http', measure: 'rss', target: '<= +10', passes: (v) => v <= 10 },
 ]
@@ -360,6 +441,8 @@ function report(all: Case[], runs: Map<string, Array<Run & { startupMs: number }
             const base = against[i]
             if (base === undefined) return NaN
             if (c.measure === 'rps') return run.rps / base.rps
+            if (c.measure === 'p50') return run.p50Us - base.p50Us
+            if (c.measure === 'p99') return run.p99Us - base.p99Us
             return Math.max(run.rssIdleMb - base.rssIdleMb, run.rssLoadedMb - base.rssLoadedMb)
           })
     const value = median(perRound)
