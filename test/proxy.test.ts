@@ -158,3 +158,22 @@ test('a bad UPSTREAM_URL stops startup with one line', async (t) => {
     assert.equal(child.stderr().trim().split('\n').length, 1)
   }
 })
+
+test('a chunked body that grows past MAX_BODY_BYTES on the way is cut: 413, and the service\'s request is aborted', async (t) => {
+  let aborted = false
+  const { upstream, url } = await proxyTo(t, undefined, { MAX_BODY_BYTES: '65536' })
+  upstream.server.on('request', (req) => req.on('aborted', () => (aborted = true)).on('close', () => (aborted ||= !req.complete)))
+  const chunk = new Uint8Array(16 * 1024)
+  let sent = 0
+  const body = new ReadableStream({
+    pull(controller) {
+      if (sent >= 40) return controller.close()
+      sent++
+      controller.enqueue(chunk)
+    },
+  })
+  const res = await fetch(`${url}/v1/upload`, { method: 'POST', body, headers: { authorization: KEY }, duplex: 'half' } as RequestInit).catch((error: Error) => error)
+  if (!(res instanceof Error)) assert.equal(res.status, 413)
+  await waitFor('the service to see its request cut', () => (aborted ? true : undefined))
+  assert.ok((upstream.received[0]?.bodyBytes ?? 0) <= 65536 + 16 * 1024 * 2, 'little more than the limit reached the service')
+})
