@@ -121,21 +121,27 @@ function rssKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
 }
 
-test('1 GiB down and 1 GiB up stream through with backpressure: keygate\'s RSS grows by less than 50 MB', { timeout: 180_000 }, async (t) => {
-  const GiB = 1024 * 1024 * 1024
+const GiB = 1024 * 1024 * 1024
+
+/** Writes 1 GiB in 1 MiB chunks, waiting for 'drain' whenever the stream asks to: the sender's side of backpressure. */
+function writeGiB(stream: { write(chunk: Buffer): boolean; once(event: 'drain', listener: () => void): unknown; end(): unknown }): void {
   const chunk = Buffer.alloc(1024 * 1024, 'x')
+  let sent = 0
+  const pump = () => {
+    while (sent < GiB) {
+      sent += chunk.length
+      if (!stream.write(chunk)) return void stream.once('drain', pump)
+    }
+    stream.end()
+  }
+  pump()
+}
+
+test('1 GiB down and 1 GiB up stream through with backpressure: keygate\'s RSS grows by less than 50 MB', { timeout: 180_000 }, async (t) => {
   const upstream = await startUpstream(t, (req, res) => {
     if (req.method === 'POST') return res.end(String(req.socket.bytesRead))
     res.writeHead(200, { 'content-length': String(GiB) })
-    let sent = 0
-    const pump = () => {
-      while (sent < GiB) {
-        sent += chunk.length
-        if (!res.write(chunk)) return void res.once('drain', pump)
-      }
-      res.end()
-    }
-    pump()
+    writeGiB(res)
   })
   const { url, child } = await keygateFor(t, upstream.url, { MAX_BODY_BYTES: '0' })
   const pid = child.process.pid as number
@@ -150,15 +156,7 @@ test('1 GiB down and 1 GiB up stream through with backpressure: keygate\'s RSS g
       res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve(text))
     })
     req.on('error', reject)
-    let sent = 0
-    const pump = () => {
-      while (sent < GiB) {
-        sent += chunk.length
-        if (!req.write(chunk)) return void req.once('drain', pump)
-      }
-      req.end()
-    }
-    pump()
+    writeGiB(req)
   })
   assert.ok(Number(uploaded) >= GiB, `the service received ${uploaded} bytes`)
   const growthMb = (rssKb(pid, 'VmHWM') - baselineKb) / 1024
