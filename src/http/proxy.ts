@@ -3,13 +3,14 @@
  * with backpressure, and the service's answer comes back the same way. The checks (key, scope,
  * limits) happen before, in routes.ts; this module only forwards, and reports how it went.
  */
-import { Agent as HttpAgent, request as httpRequest, ServerResponse, type ClientRequest, type IncomingMessage, type Server } from 'node:http'
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { request as httpRequest, ServerResponse, type ClientRequest, type IncomingMessage, type Server } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { oweContinue, takeContinue } from './body.js'
 import { downstreamHeaders, upstreamHeaders, type ForwardFacts } from './proxy-headers.js'
 import { PROXY_REPLIES } from './routes.js'
+import { createUpstreamClient, type Call } from './upstream-client.js'
 
 /** Why an exchange with the service failed; each is a label of `keygate_upstream_errors_total`. */
 export type UpstreamError = 'connect' | 'timeout' | 'reset_before_head' | 'reset_after_head' | 'client_aborted' | 'body_too_large'
@@ -84,14 +85,15 @@ const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 export function createProxy(options: ProxyOptions, replies: ProxyReplies = PROXY_REPLIES): Proxy {
   const { upstream, timeoutMs = DEFAULT_TIMEOUT_MS, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, trustProxy = 0 } = options
   const secure = upstream.protocol === 'https:'
-  const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true })
   const send = secure ? httpsRequest : httpRequest
   const base = upstream.pathname.replace(/\/+$/, '')
   const host = upstream.hostname.replace(/^\[(.*)\]$/, '$1')
   const port = upstream.port === '' ? (secure ? 443 : 80) : Number(upstream.port)
   const tunnels = new Set<Duplex>()
 
-  const open = (req: IncomingMessage, facts: ForwardFacts, fresh: boolean): ClientRequest =>
+  const client = createUpstreamClient({ host, port, tls: secure })
+  // Upgrades (WebSocket) go through node:http's client, each on a connection of its own.
+  const open = (req: IncomingMessage, facts: ForwardFacts): ClientRequest =>
     send({
       host,
       port,
@@ -100,18 +102,18 @@ export function createProxy(options: ProxyOptions, replies: ProxyReplies = PROXY
       headers: upstreamHeaders(req, facts),
       setHost: false, // Host goes as the client sent it
       servername: secure ? host : undefined,
-      agent: facts.tunnel || fresh ? false : agent,
+      agent: false,
     })
 
   return {
     tunnels,
-    close: () => agent.destroy(),
+    close: () => client.close(),
     forward(req, res, decision, extraHeaders) {
       const upgrade = upgrades.get(req)
       const encrypted = (req.socket as Socket & { encrypted?: boolean }).encrypted === true
       const facts: ForwardFacts = { ...decision, trustProxy, proto: encrypted ? 'https' : 'http', tunnel: upgrade !== undefined }
-      if (upgrade !== undefined) return tunnel(req, res, upgrade, facts, open(req, facts, true), { tunnels, replies })
-      return exchange({ req, res, facts, extraHeaders, open, timeoutMs, maxBodyBytes, replies })
+      if (upgrade !== undefined) return tunnel(req, res, upgrade, facts, open(req, facts), { tunnels, replies })
+      return exchange({ req, res, facts, extraHeaders, client, path: base + (req.url ?? '/'), timeoutMs, maxBodyBytes, replies })
     },
   }
 }
@@ -121,13 +123,18 @@ interface Exchange {
   res: ServerResponse
   facts: ForwardFacts
   extraHeaders: readonly string[] | undefined
-  open: (req: IncomingMessage, facts: ForwardFacts, fresh: boolean) => ClientRequest
+  client: UpstreamClient
+  path: string
   timeoutMs: number
   maxBodyBytes: number
   replies: ProxyReplies
 }
 
+type UpstreamClient = ReturnType<typeof createUpstreamClient>
 const RETRYABLE = new Set(['GET', 'HEAD'])
+// The service closed a kept-alive connection as it was reused: nothing reached it.
+const CLOSED_UNDER_US = new Set(['ECONNRESET', 'EPIPE'])
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
 
 /** One request and its answer, retried once on a new connection when a reused one was closed under a bodiless GET or HEAD. */
 function exchange(x: Exchange): Promise<UpstreamResult> {
@@ -137,10 +144,11 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
     x.replies.tooLarge(req, res, x.facts.requestId)
     return Promise.resolve({ ms: 0, error: 'body_too_large' })
   }
-  const bodiless = req.headers['transfer-encoding'] === undefined && (req.headers['content-length'] ?? '0') === '0'
+  const framing = req.headers['transfer-encoding'] !== undefined ? 'chunked' : (req.headers['content-length'] ?? '0') === '0' ? 'none' : 'length'
+  const headers = upstreamHeaders(req, x.facts)
   return new Promise((resolve) => {
     let settled = false
-    let upstream: ClientRequest
+    let upstream: Call
     let timer: NodeJS.Timeout | undefined
     const done = (result: Omit<UpstreamResult, 'ms'>) => {
       clearTimeout(timer)
@@ -150,7 +158,7 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
     }
     const fail = (kind: UpstreamError) => {
       if (settled) return
-      upstream.destroy()
+      upstream.abort()
       if (res.headersSent) res.destroy() // never pass a cut answer off as whole
       else if (kind === 'timeout') x.replies.gatewayTimeout(req, res, x.facts.requestId)
       else if (kind === 'body_too_large') x.replies.tooLarge(req, res, x.facts.requestId)
@@ -158,57 +166,51 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
       done({ error: kind })
     }
     const attempt = (fresh: boolean) => {
-      upstream = x.open(req, x.facts, fresh)
+      let status = 0
+      upstream = x.client.call(req.method ?? 'GET', x.path, headers, framing, {
+        onHead(head) {
+          clearTimeout(timer) // the deadline is for the head: a long download is fine
+          status = head.status
+          res.writeHead(head.status, downstreamHeaders(head.rawHeaders, x.extraHeaders, x.facts.requestId))
+        },
+        onBody(chunk) {
+          if (res.write(chunk)) return true
+          res.once('drain', () => upstream.resume())
+          return false
+        },
+        onEnd: () => res.end(() => done({ status })),
+        onError(error, afterHead) {
+          if (afterHead || res.headersSent) return fail('reset_after_head')
+          if (!fresh && upstream.reused && framing === 'none' && RETRYABLE.has(req.method ?? '') && CLOSED_UNDER_US.has(error.code ?? '')) {
+            clearTimeout(timer)
+            return attempt(true)
+          }
+          fail(CONNECT_ERRORS.has(error.code ?? '') ? 'connect' : 'reset_before_head')
+        },
+      }, fresh)
       timer = setTimeout(() => fail('timeout'), x.timeoutMs)
-      upstream.on('error', (error: NodeJS.ErrnoException) => {
-        if (res.headersSent) return fail('reset_after_head')
-        // A kept-alive connection the service closed as it was reused: nothing reached the service.
-        if (!fresh && upstream.reusedSocket && bodiless && RETRYABLE.has(req.method ?? '') && error.code === 'ECONNRESET') {
-          clearTimeout(timer)
-          return attempt(true)
-        }
-        fail(CONNECT_ERRORS.has(error.code ?? '') ? 'connect' : 'reset_before_head')
-      })
-      upstream.on('response', (answer) => {
-        clearTimeout(timer) // the deadline is for the head: a long download is fine
-        relay(answer, x, fail, done)
-      })
-      sendBody(req, upstream, x.maxBodyBytes, () => fail('body_too_large'))
     }
     // A client that leaves takes its upstream request with it.
     res.once('close', () => res.writableFinished || fail('client_aborted'))
     // A client that waits for 100 Continue sends its body only now that the checks have passed.
     if (takeContinue(req)) res.writeContinue()
     attempt(false)
+    if (framing !== 'none') sendBody(req, () => upstream, x.maxBodyBytes, () => settled, () => fail('body_too_large'))
   })
 }
 
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
-
-/** The service's answer back to the client, streamed; a failure after its head cuts the client's connection. */
-function relay(answer: IncomingMessage, x: Exchange, fail: (kind: UpstreamError) => void, done: (result: Omit<UpstreamResult, 'ms'>) => void): void {
-  x.res.writeHead(answer.statusCode ?? 502, downstreamHeaders(answer.rawHeaders, x.extraHeaders, x.facts.requestId))
-  answer.on('aborted', () => fail('reset_after_head'))
-  answer.on('error', () => fail('reset_after_head'))
-  x.res.once('finish', () => done({ status: answer.statusCode }))
-  answer.pipe(x.res)
-}
-
-/** Streams the request body to the service (`pipe` keeps backpressure), counting it against the limit. */
-function sendBody(req: IncomingMessage, upstream: ClientRequest, maxBodyBytes: number, tooLarge: () => void): void {
-  if (req.readableEnded) return void upstream.end()
-  if (maxBodyBytes > 0) {
-    let received = 0
-    const count = (chunk: Buffer) => {
-      received += chunk.length
-      if (received <= maxBodyBytes) return
-      req.off('data', count)
-      req.unpipe(upstream)
-      tooLarge()
-    }
-    req.on('data', count)
-  }
-  req.pipe(upstream)
+/** Streams the request body to the service with backpressure, counting it against the limit. */
+function sendBody(req: IncomingMessage, upstream: () => Call, maxBodyBytes: number, over: () => boolean, tooLarge: () => void): void {
+  let received = 0
+  req.on('data', (chunk: Buffer) => {
+    if (over()) return
+    received += chunk.length
+    if (maxBodyBytes > 0 && received > maxBodyBytes) return tooLarge()
+    if (upstream().write(chunk)) return
+    req.pause()
+    upstream().onDrain(() => req.resume())
+  })
+  req.on('end', () => over() || upstream().end())
 }
 
 /** An allowed upgrade: the service's 101 goes back on the raw socket, then bytes flow both ways until either side closes. */

@@ -1,0 +1,283 @@
+/**
+ * keygate's HTTP/1.1 client towards the one service of proxy mode, over `node:net`/`node:tls`:
+ * `node:http`'s client costs about twice the CPU of the rest of a proxied request (measured), so
+ * the request head is written by hand and the answer parsed here, as keygate's replies are. Kept-alive
+ * sockets are reused (last in, first out). Bodies stream with backpressure both ways; answers may
+ * be framed by Content-Length, chunked, or the close of the connection; 1xx interim answers are
+ * skipped; HEAD, 204 and 304 have none. Upgrades (WebSocket) are not for this client.
+ */
+import { connect as connectTcp, type Socket } from 'node:net'
+import { connect as connectTls } from 'node:tls'
+
+export interface UpstreamTarget {
+  host: string
+  port: number
+  tls: boolean
+}
+
+/** The head of the service's answer: status and headers as received. */
+export interface AnswerHead {
+  status: number
+  rawHeaders: string[]
+}
+
+export interface CallHandlers {
+  onHead(head: AnswerHead): void
+  /** A piece of the body; false asks the client to pause until `resume()`. */
+  onBody(chunk: Buffer): boolean
+  onEnd(): void
+  /** The connection failed; `afterHead` once the head was delivered. */
+  onError(error: NodeJS.ErrnoException, afterHead: boolean): void
+}
+
+export interface Call {
+  /** The socket had served an earlier request: a failure before any answer may mean the service closed it. */
+  readonly reused: boolean
+  write(chunk: Buffer): boolean
+  end(): void
+  resume(): void
+  /** Drops the call; its socket is destroyed, never reused. */
+  abort(): void
+  onDrain(listener: () => void): void
+}
+
+const MAX_HEAD_BYTES = 64 * 1024
+const CRLF = '\r\n'
+
+export class UpstreamError extends Error {
+  constructor(message: string, readonly code: string) {
+    super(message)
+  }
+}
+
+export function createUpstreamClient(target: UpstreamTarget) {
+  const idle: Socket[] = []
+  const open = (): Socket => {
+    const socket = target.tls
+      ? connectTls({ host: target.host, port: target.port, servername: /^[\d.]+$|:/.test(target.host) ? undefined : target.host })
+      : connectTcp({ host: target.host, port: target.port })
+    socket.setNoDelay(true)
+    return socket
+  }
+  const park = (socket: Socket) => {
+    // An idle socket that reads or closes is dropped: the service closed it, or broke the protocol.
+    const drop = () => {
+      const at = idle.indexOf(socket)
+      if (at !== -1) idle.splice(at, 1)
+      socket.destroy()
+    }
+    socket.once('data', drop).once('close', drop).once('error', drop)
+    idle.push(socket)
+  }
+  const unpark = (socket: Socket) => socket.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
+  return {
+    /** Sends the head at once; the body (if `bodyFraming` is not 'none') follows through `write` and `end`. */
+    call(method: string, path: string, headers: readonly string[], bodyFraming: 'none' | 'length' | 'chunked', handlers: CallHandlers, fresh = false): Call {
+      const reusedSocket = fresh ? undefined : idle.pop()
+      const socket = reusedSocket === undefined ? open() : unpark(reusedSocket)
+      return new UpstreamCall(socket, reusedSocket !== undefined, method, handlers, park, bodyFraming).start(method, path, headers)
+    },
+    close() {
+      for (const socket of idle.splice(0)) socket.destroy()
+    },
+  }
+}
+
+type Framing = { kind: 'none' } | { kind: 'length'; left: number } | { kind: 'chunked' } | { kind: 'close' }
+
+class UpstreamCall implements Call {
+  private buffer: Buffer | undefined
+  private head: AnswerHead | undefined
+  private framing: Framing = { kind: 'none' }
+  private reusable = true
+  private requestDone = false
+  private answerDone = false
+  private finished = false
+  private chunkLeft = -1 // chunked: bytes of the current chunk still to come; -1 while reading a size line
+  private trailers = false
+
+  constructor(
+    private readonly socket: Socket,
+    readonly reused: boolean,
+    private readonly method: string,
+    private readonly handlers: CallHandlers,
+    private readonly park: (socket: Socket) => void,
+    private readonly bodyFraming: 'none' | 'length' | 'chunked',
+  ) {}
+
+  start(method: string, path: string, headers: readonly string[]): this {
+    let head = `${method} ${path} HTTP/1.1${CRLF}`
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}${CRLF}`
+    if (this.bodyFraming === 'chunked') head += `Transfer-Encoding: chunked${CRLF}`
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    this.socket.on('error', (error: NodeJS.ErrnoException) => this.fail(error))
+    this.socket.on('close', () => (this.framing.kind === 'close' && this.head !== undefined ? this.complete() : this.fail(new UpstreamError('socket hang up', 'ECONNRESET'))))
+    this.socket.write(head + CRLF)
+    if (this.bodyFraming === 'none') this.requestDone = true
+    return this
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.bodyFraming !== 'chunked') return this.socket.write(chunk)
+    if (chunk.length === 0) return true
+    return this.socket.write(`${chunk.length.toString(16)}${CRLF}`) && this.socket.write(chunk) && this.socket.write(CRLF)
+  }
+
+  end(): void {
+    if (this.bodyFraming === 'chunked') this.socket.write(`0${CRLF}${CRLF}`)
+    this.requestDone = true
+    if (this.answerDone) this.release()
+  }
+
+  resume(): void {
+    this.socket.resume()
+  }
+
+  onDrain(listener: () => void): void {
+    this.socket.once('drain', listener)
+  }
+
+  abort(): void {
+    this.finished = true
+    this.socket.destroy()
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.finished) return
+    let data = this.buffer === undefined ? chunk : Buffer.concat([this.buffer, chunk])
+    this.buffer = undefined
+    while (data.length > 0 && !this.answerDone) {
+      if (this.head === undefined) {
+        const end = data.indexOf('\r\n\r\n')
+        if (end === -1) {
+          if (data.length > MAX_HEAD_BYTES) return this.fail(new UpstreamError('answer head too large', 'HPE_HEADER_OVERFLOW'))
+          this.buffer = data
+          return
+        }
+        const parsed = this.parseHead(data.toString('latin1', 0, end))
+        data = data.subarray(end + 4)
+        if (parsed === 'interim') continue
+        if (parsed === 'bad') return this.fail(new UpstreamError('malformed answer head', 'HPE_INVALID'))
+        if (this.framing.kind === 'none' || (this.framing.kind === 'length' && this.framing.left === 0)) this.complete()
+        continue
+      }
+      data = this.body(data)
+    }
+    // Bytes after a whole answer: the service broke the protocol; the socket is not reused.
+    if (data.length > 0 && this.answerDone) this.reusable = false
+  }
+
+  /** The status line and headers; decides how the body is framed. */
+  private parseHead(text: string): 'interim' | 'bad' | 'ok' {
+    const lines = text.split(CRLF)
+    const match = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0] ?? '')
+    if (match === null) return 'bad'
+    const status = Number(match[2])
+    if (status >= 100 && status < 200) return 'interim' // 100, 103: the client gets only the final answer
+    const rawHeaders: string[] = []
+    let length: number | undefined
+    let chunked = false
+    let close = match[1] === '0'
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i] as string
+      const colon = line.indexOf(':')
+      if (colon <= 0 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) return 'bad' // obs-fold or no name
+      const name = line.slice(0, colon)
+      const value = line.slice(colon + 1).trim()
+      const lower = name.toLowerCase()
+      if (lower === 'content-length') {
+        if (!/^\d{1,15}$/.test(value) || (length !== undefined && length !== Number(value))) return 'bad'
+        length = Number(value)
+      } else if (lower === 'transfer-encoding') chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
+      else if (lower === 'connection') close = /(?:^|,)\s*close\s*(?:,|$)/i.test(value) || (close && !/keep-alive/i.test(value))
+      rawHeaders.push(name, value)
+    }
+    this.reusable = !close
+    if (this.method === 'HEAD' || status === 204 || status === 304) this.framing = { kind: 'none' }
+    else if (chunked) this.framing = { kind: 'chunked' }
+    else if (length !== undefined) this.framing = { kind: 'length', left: length }
+    else this.framing = { kind: 'close' }
+    if (this.framing.kind === 'close') this.reusable = false
+    this.head = { status, rawHeaders }
+    this.handlers.onHead(this.head)
+    return 'ok'
+  }
+
+  /** Delivers what of `data` belongs to the body; returns the rest. */
+  private body(data: Buffer): Buffer {
+    const framing = this.framing
+    if (framing.kind === 'close') {
+      this.deliver(data)
+      return data.subarray(data.length)
+    }
+    if (framing.kind === 'length') {
+      const piece = data.subarray(0, framing.left)
+      framing.left -= piece.length
+      this.deliver(piece)
+      if (framing.left === 0) this.complete()
+      return data.subarray(piece.length)
+    }
+    return this.chunk(data)
+  }
+
+  /** Chunked transfer coding (RFC 9112 section 7.1): size lines, data, CRLF, a last chunk, trailers. */
+  private chunk(data: Buffer): Buffer {
+    if (this.chunkLeft === -1) {
+      const end = data.indexOf(CRLF)
+      if (end === -1) {
+        this.buffer = data
+        return data.subarray(data.length)
+      }
+      const line = data.toString('latin1', 0, end)
+      if (this.trailers) {
+        if (line === '') this.complete()
+        return data.subarray(end + 2)
+      }
+      const size = parseInt(line.split(';', 1)[0] ?? '', 16)
+      if (!/^[0-9a-fA-F]+/.test(line) || !Number.isSafeInteger(size)) {
+        this.fail(new UpstreamError('malformed chunk', 'HPE_INVALID_CHUNK_SIZE'))
+        return data.subarray(data.length)
+      }
+      if (size === 0) this.trailers = true
+      else this.chunkLeft = size + 2 // the data and its CRLF
+      return data.subarray(end + 2)
+    }
+    const take = Math.min(this.chunkLeft, data.length)
+    const dataBytes = Math.max(0, Math.min(take, this.chunkLeft - 2))
+    if (dataBytes > 0) this.deliver(data.subarray(0, dataBytes))
+    this.chunkLeft -= take
+    if (this.chunkLeft === 0) this.chunkLeft = -1
+    return data.subarray(take)
+  }
+
+  private deliver(piece: Buffer): void {
+    if (piece.length > 0 && !this.handlers.onBody(piece)) this.socket.pause()
+  }
+
+  private complete(): void {
+    if (this.answerDone) return
+    this.answerDone = true
+    // An answer before the whole request body: the rest of it must not reach the service as a next request.
+    if (!this.requestDone) this.reusable = false
+    this.handlers.onEnd()
+    if (this.requestDone) this.release()
+  }
+
+  /** Both messages are whole: the socket goes back to the pool, or is closed. */
+  private release(): void {
+    if (this.finished) return
+    this.finished = true
+    this.socket.removeAllListeners('data').removeAllListeners('error').removeAllListeners('close').removeAllListeners('drain')
+    if (this.reusable && !this.socket.destroyed && this.buffer === undefined) {
+      this.socket.resume()
+      this.park(this.socket)
+    } else this.socket.destroy()
+  }
+
+  private fail(error: NodeJS.ErrnoException): void {
+    if (this.finished) return
+    this.finished = true
+    this.socket.destroy()
+    this.handlers.onError(error, this.head !== undefined)
+  }
+}
