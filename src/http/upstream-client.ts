@@ -149,8 +149,8 @@ class UpstreamCall implements Call {
     while (data.length > 0 && !this.answerDone) {
       if (this.head === undefined) {
         const end = data.indexOf('\r\n\r\n')
+        if (end > MAX_HEAD_BYTES || (end === -1 && data.length > MAX_HEAD_BYTES)) return this.fail(new UpstreamError('answer head too large', 'HPE_HEADER_OVERFLOW'))
         if (end === -1) {
-          if (data.length > MAX_HEAD_BYTES) return this.fail(new UpstreamError('answer head too large', 'HPE_HEADER_OVERFLOW'))
           this.buffer = data
           return
         }
