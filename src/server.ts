@@ -86,6 +86,8 @@ async function serve(
   const keys = loaded.keys
   const tls = config.tls
   const tlsPair = tls === undefined || tlsModule === undefined ? undefined : exitOnConfigError(() => tlsModule.loadTlsPair(tls), log)
+  // Waiting for Redis takes up to REDIS_TIMEOUT_MS: a SIGHUP meanwhile must not kill the process.
+  const installSighup = holdSighup()
   const limits = await createLimits(config, log, worker)
   const throttle = limits.throttle
   const metrics = createHandlerMetrics(keys, throttle, log, limits.store)
@@ -120,7 +122,7 @@ async function serve(
   server.on('checkExpectation', handler)
   if (proxy !== undefined) proxyModule?.takeProxyTraffic(server, handler)
   // Before the worker reports ready: the primary then forwards SIGHUP, which would kill a process without a handler.
-  process.on('SIGHUP', () => {
+  installSighup(() => {
     if (reloader === undefined && tls === undefined) log.info('SIGHUP: no API_KEYS_FILE or TLS certificate to reload')
     reloader?.reload('SIGHUP')
     if (tls !== undefined) tlsModule?.reloadTls(server as HttpsServer, tls, log)
@@ -142,6 +144,20 @@ async function serve(
   // A worker stops when the primary says so, after the connections the primary handed it; a
   // signal that reaches the whole process group (Ctrl-C, systemd) must not make it stop sooner.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => (intake === undefined ? stop(signal) : undefined))
+}
+
+/** Until the real handler is installed, a SIGHUP (whose default action is exit) is remembered, then handled. */
+function holdSighup(): (handler: () => void) => void {
+  let pending = false
+  const hold = () => {
+    pending = true
+  }
+  process.on('SIGHUP', hold)
+  return (handler) => {
+    process.off('SIGHUP', hold)
+    process.on('SIGHUP', handler)
+    if (pending) handler()
+  }
 }
 
 // Connections this process accepted: the 'stopped' line says how many, to show that none was dropped.

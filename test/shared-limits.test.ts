@@ -190,3 +190,17 @@ test('keygate starts with Redis down (a warning) and uses it once it is up; a ba
   assert.equal(bad.stderr().trim().split('\n').length, 1)
   assert.match(bad.stderr(), /^keygate: REDIS_URL /)
 })
+
+test('a SIGHUP while startup waits for a frozen Redis is handled once keygate is up, not fatal', SKIP, async (t) => {
+  const redis = await startRedis(t)
+  redis.freeze()
+  const child = runNode(t, { PORT: '0', REDIS_URL: `redis://127.0.0.1:${redis.port}`, REDIS_TIMEOUT_MS: '2000', API_KEY: OPEN_KEY })
+  await waitFor('the settings line', () => (logLines(child).some((line) => line.msg === 'settings') ? true : undefined))
+  child.process.kill('SIGHUP')
+  const url = await waitFor('the listening line', () => {
+    if (child.process.exitCode !== null || child.process.signalCode !== null) throw new Error(`keygate died: ${String(child.process.signalCode)}`)
+    return logLines(child).find((line) => line.msg === 'listening')?.url as string | undefined
+  })
+  assert.equal((await fresh(url, OPEN_KEY)).status, 200)
+  await waitFor('the SIGHUP to be handled', () => (logLines(child).some((line) => String(line.msg).startsWith('SIGHUP')) ? true : undefined))
+})
