@@ -49,6 +49,23 @@ test('a reset before the head is 502; a reset after it cuts the client\'s connec
   await assert.rejects(res.text(), 'the body fails instead of ending short')
 })
 
+test('a service answering with a malformed head or a header Node will not pass on gets 502, and keygate keeps serving', async (t) => {
+  const { createServer } = await import('node:net')
+  const answers = ['HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok', 'HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nok', 'HTTX/9 200\r\n\r\n']
+  let next = 0
+  const service = createServer((socket) => socket.once('data', () => socket.end(answers[next++ % answers.length] ?? ""))).listen(0, '127.0.0.1')
+  await once(service, 'listening')
+  t.after(() => service.close())
+  const { url, child } = await keygateFor(t, `http://127.0.0.1:${(service.address() as { port: number }).port}`)
+  for (let i = 0; i < answers.length; i++) assert.equal((await get(`${url}/x${i}`)).status, 502)
+  assert.equal((await get(`${url}/_keygate/healthz`)).status, 200)
+  const lines = await waitFor('the access lines', () => {
+    const found = logLines(child).filter((line) => line.status === 502)
+    return found.length >= 3 ? found : undefined
+  })
+  assert.deepEqual(lines.map((line) => line.upstreamError), ['bad_answer', 'bad_answer', 'bad_answer'])
+})
+
 test('a client that goes away aborts its upstream request', async (t) => {
   let upstreamClosed: (() => void) | undefined
   const closedSeen = new Promise<void>((resolve) => (upstreamClosed = resolve))

@@ -13,7 +13,7 @@ import { PROXY_REPLIES } from './routes.js'
 import { createUpstreamClient, type Call } from './upstream-client.js'
 
 /** Why an exchange with the service failed; each is a label of `keygate_upstream_errors_total`. */
-export type UpstreamError = 'connect' | 'timeout' | 'reset_before_head' | 'reset_after_head' | 'client_aborted' | 'body_too_large'
+export type UpstreamError = 'connect' | 'timeout' | 'reset_before_head' | 'reset_after_head' | 'bad_answer' | 'client_aborted' | 'body_too_large'
 
 /** How an exchange went, for the access line and the metrics. */
 export interface UpstreamResult {
@@ -171,7 +171,11 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
         onHead(head) {
           clearTimeout(timer) // the deadline is for the head: a long download is fine
           status = head.status
-          res.writeHead(head.status, downstreamHeaders(head.rawHeaders, x.extraHeaders, x.facts.requestId))
+          try {
+            res.writeHead(head.status, downstreamHeaders(head.rawHeaders, x.extraHeaders, x.facts.requestId))
+          } catch {
+            fail('bad_answer') // a header Node will not send on (a control character, a bad name)
+          }
         },
         onBody(chunk) {
           if (res.write(chunk)) return true
@@ -185,7 +189,8 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
             clearTimeout(timer)
             return attempt(true)
           }
-          fail(CONNECT_ERRORS.has(error.code ?? '') ? 'connect' : 'reset_before_head')
+          const code = error.code ?? ''
+          fail(CONNECT_ERRORS.has(code) ? 'connect' : code.startsWith('HPE_') ? 'bad_answer' : 'reset_before_head')
         },
       }, fresh)
       timer = setTimeout(() => fail('timeout'), x.timeoutMs)

@@ -146,7 +146,7 @@ class UpstreamCall implements Call {
     if (this.finished) return
     let data = this.buffer === undefined ? chunk : Buffer.concat([this.buffer, chunk])
     this.buffer = undefined
-    while (data.length > 0 && !this.answerDone) {
+    while (data.length > 0 && !this.answerDone && !this.finished) {
       if (this.head === undefined) {
         const end = data.indexOf('\r\n\r\n')
         if (end > MAX_HEAD_BYTES || (end === -1 && data.length > MAX_HEAD_BYTES)) return this.fail(new UpstreamError('answer head too large', 'HPE_HEADER_OVERFLOW'))
@@ -188,14 +188,18 @@ class UpstreamCall implements Call {
       if (lower === 'content-length') {
         if (!/^\d{1,15}$/.test(value) || (length !== undefined && length !== Number(value))) return 'bad'
         length = Number(value)
-      } else if (lower === 'transfer-encoding') chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
+      } else if (lower === 'transfer-encoding') {
+        // Chunked must be the last coding; any other transfer coding ends with the connection (RFC 9112 section 6.3).
+        chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
+        if (!chunked) close = true
+      }
       else if (lower === 'connection') close = /(?:^|,)\s*close\s*(?:,|$)/i.test(value) || (close && !/keep-alive/i.test(value))
       rawHeaders.push(name, value)
     }
     this.reusable = !close
     if (this.method === 'HEAD' || status === 204 || status === 304) this.framing = { kind: 'none' }
     else if (chunked) this.framing = { kind: 'chunked' }
-    else if (length !== undefined) this.framing = { kind: 'length', left: length }
+    else if (length !== undefined && !rawHeaders.some((header, i) => i % 2 === 0 && header.toLowerCase() === 'transfer-encoding')) this.framing = { kind: 'length', left: length }
     else this.framing = { kind: 'close' }
     if (this.framing.kind === 'close') this.reusable = false
     this.head = { status, rawHeaders }
@@ -251,7 +255,7 @@ class UpstreamCall implements Call {
   }
 
   private deliver(piece: Buffer): void {
-    if (piece.length > 0 && !this.handlers.onBody(piece)) this.socket.pause()
+    if (piece.length > 0 && !this.finished && !this.handlers.onBody(piece)) this.socket.pause()
   }
 
   private complete(): void {
