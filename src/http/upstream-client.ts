@@ -6,7 +6,7 @@
  * be framed by Content-Length, chunked, or the close of the connection; 1xx interim answers are
  * skipped; HEAD, 204 and 304 have none. Upgrades (WebSocket) are not for this client.
  */
-import { connect as connectTcp, type Socket } from 'node:net'
+import { connect as connectTcp, isIP, type Socket } from 'node:net'
 import { connect as connectTls } from 'node:tls'
 
 export interface UpstreamTarget {
@@ -44,7 +44,8 @@ export interface Call {
 const MAX_HEAD_BYTES = 64 * 1024
 const CRLF = '\r\n'
 
-export class UpstreamError extends Error {
+/** The service broke HTTP/1.1, or the connection ended under a call; `code` as Node's own errors have. */
+export class UpstreamProtocolError extends Error {
   constructor(message: string, readonly code: string) {
     super(message)
   }
@@ -54,7 +55,7 @@ export function createUpstreamClient(target: UpstreamTarget) {
   const idle: Socket[] = []
   const open = (): Socket => {
     const socket = target.tls
-      ? connectTls({ host: target.host, port: target.port, servername: /^[\d.]+$|:/.test(target.host) ? undefined : target.host })
+      ? connectTls({ host: target.host, port: target.port, servername: isIP(target.host) === 0 ? target.host : undefined })
       : connectTcp({ host: target.host, port: target.port })
     socket.setNoDelay(true)
     return socket
@@ -111,7 +112,7 @@ class UpstreamCall implements Call {
     if (this.bodyFraming === 'chunked') head += `Transfer-Encoding: chunked${CRLF}`
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
     this.socket.on('error', (error: NodeJS.ErrnoException) => this.fail(error))
-    this.socket.on('close', () => (this.framing.kind === 'close' && this.head !== undefined ? this.complete() : this.fail(new UpstreamError('socket hang up', 'ECONNRESET'))))
+    this.socket.on('close', () => (this.framing.kind === 'close' && this.head !== undefined ? this.complete() : this.fail(new UpstreamProtocolError('socket hang up', 'ECONNRESET'))))
     this.socket.write(head + CRLF)
     if (this.bodyFraming === 'none') this.requestDone = true
     return this
@@ -120,7 +121,10 @@ class UpstreamCall implements Call {
   write(chunk: Buffer): boolean {
     if (this.bodyFraming !== 'chunked') return this.socket.write(chunk)
     if (chunk.length === 0) return true
-    return this.socket.write(`${chunk.length.toString(16)}${CRLF}`) && this.socket.write(chunk) && this.socket.write(CRLF)
+    // All three pieces, always: a `false` from write only asks the caller to wait before the next chunk.
+    this.socket.write(`${chunk.length.toString(16)}${CRLF}`)
+    this.socket.write(chunk)
+    return this.socket.write(CRLF)
   }
 
   end(): void {
@@ -149,7 +153,7 @@ class UpstreamCall implements Call {
     while (data.length > 0 && !this.answerDone && !this.finished) {
       if (this.head === undefined) {
         const end = data.indexOf('\r\n\r\n')
-        if (end > MAX_HEAD_BYTES || (end === -1 && data.length > MAX_HEAD_BYTES)) return this.fail(new UpstreamError('answer head too large', 'HPE_HEADER_OVERFLOW'))
+        if (end > MAX_HEAD_BYTES || (end === -1 && data.length > MAX_HEAD_BYTES)) return this.fail(new UpstreamProtocolError('answer head too large', 'HPE_HEADER_OVERFLOW'))
         if (end === -1) {
           this.buffer = data
           return
@@ -157,7 +161,7 @@ class UpstreamCall implements Call {
         const parsed = this.parseHead(data.toString('latin1', 0, end))
         data = data.subarray(end + 4)
         if (parsed === 'interim') continue
-        if (parsed === 'bad') return this.fail(new UpstreamError('malformed answer head', 'HPE_INVALID'))
+        if (parsed === 'bad') return this.fail(new UpstreamProtocolError('malformed answer head', 'HPE_INVALID'))
         if (this.framing.kind === 'none' || (this.framing.kind === 'length' && this.framing.left === 0)) this.complete()
         continue
       }
@@ -239,7 +243,7 @@ class UpstreamCall implements Call {
       }
       const size = parseInt(line.split(';', 1)[0] ?? '', 16)
       if (!/^[0-9a-fA-F]+/.test(line) || !Number.isSafeInteger(size)) {
-        this.fail(new UpstreamError('malformed chunk', 'HPE_INVALID_CHUNK_SIZE'))
+        this.fail(new UpstreamProtocolError('malformed chunk', 'HPE_INVALID_CHUNK_SIZE'))
         return data.subarray(data.length)
       }
       if (size === 0) this.trailers = true

@@ -113,3 +113,13 @@ test('a malformed or oversized head, a bad chunk and a close before the end are 
   const cut = await call(short, 'GET')
   assert.deepEqual([cut.head?.status, cut.body, cut.error], [200, 'abc', 'ECONNRESET'], 'the head arrived, then the connection closed short')
 })
+
+test('a chunked request body stays well framed when the socket pushes back', async (t) => {
+  const { client, requests } = await rawService(t, () => 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n')
+  // 64 pieces of 64 KiB outrun the socket's buffer: write() answers false long before the last one.
+  const piece = 'x'.repeat(64 * 1024)
+  const result = await call(client, 'POST', { framing: 'chunked', parts: Array(64).fill(piece) })
+  assert.equal(result.head?.status, 200)
+  const body = (requests[0] ?? '').split('\r\n\r\n').slice(1).join('\r\n\r\n')
+  assert.equal(body, `${'10000\r\n' + piece + '\r\n'}`.repeat(64) + '0\r\n\r\n')
+})
