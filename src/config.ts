@@ -88,6 +88,12 @@ export function loadConfig(env: Env, cpuCount = 1): { config: Config; warnings: 
   return { config, warnings }
 }
 
+/** The throttle's options (`createThrottle`'s shape), or undefined when `AUTH_FAIL_LIMIT=0` turns it off. */
+export function throttleOptionsOf(config: Config): { limit: number; windowMs: number; maxClients: number } | undefined {
+  if (config.authFailLimit === 0) return undefined
+  return { limit: config.authFailLimit, windowMs: config.authFailWindowS * 1000, maxClients: config.throttleMaxClients }
+}
+
 /** The settings that matter to an operator, for one line at startup: no key, no secret. */
 export function settingsOf(config: Config): Record<string, string | number | boolean | undefined> {
   return {

@@ -4,7 +4,7 @@ import { createServer, type Server, type ServerOptions } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { availableParallelism } from 'node:os'
-import { ConfigError, DEMO_KEY, loadConfig, settingsOf, type Config } from './config.js'
+import { ConfigError, DEMO_KEY, loadConfig, settingsOf, throttleOptionsOf, type Config } from './config.js'
 import { createHandler, createHandlerMetrics, type Handler } from './http/handler.js'
 import { createKeyStore, type KeyEntry, type KeyStore } from './keys/store.js'
 import { createSwappableKeyStore, ENV_KEY_ID, KeysFileError, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys/file.js'
@@ -189,9 +189,7 @@ interface Limits {
  * else this process's memory. Waits briefly for Redis, and serves without it (as configured).
  */
 async function createLimits(config: Config, log: Logger, worker: typeof import('./process/cluster-worker.js') | undefined): Promise<Limits> {
-  const throttle = config.authFailLimit === 0
-    ? undefined
-    : { limit: config.authFailLimit, windowMs: config.authFailWindowS * 1000, maxClients: config.throttleMaxClients }
+  const throttle = throttleOptionsOf(config)
   const redis = config.redis
   if (redis !== undefined) {
     const [{ createRedisLimits }, { describeRedis }] = await Promise.all([import('./limits/redis-store.js'), import('./limits/redis-url.js')])

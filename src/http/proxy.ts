@@ -56,7 +56,7 @@ interface Upgrade {
   socket: Duplex
   head: Buffer
 }
-// The socket and first bytes of an `upgrade` request, set by `acceptUpgrade` for `forward` to tunnel.
+// The socket and first bytes of an `upgrade` request, set by `takeProxyTraffic` for `forward` to tunnel.
 const upgrades = new WeakMap<IncomingMessage, Upgrade>()
 
 /**
@@ -111,7 +111,14 @@ export function createProxy(options: ProxyOptions, replies: ProxyReplies = PROXY
     forward(req, res, decision, extraHeaders) {
       const upgrade = upgrades.get(req)
       const encrypted = (req.socket as Socket & { encrypted?: boolean }).encrypted === true
-      const facts: ForwardFacts = { ...decision, trustProxy, proto: encrypted ? 'https' : 'http', tunnel: upgrade !== undefined }
+      const facts: ForwardFacts = {
+        keyId: decision.keyId,
+        requestId: decision.requestId,
+        dropAuthorization: decision.dropAuthorization,
+        trustProxy,
+        proto: encrypted ? 'https' : 'http',
+        tunnel: upgrade !== undefined,
+      }
       if (upgrade !== undefined) return tunnel(req, res, upgrade, facts, open(req, facts), { tunnels, replies })
       return exchange({ req, res, facts, extraHeaders, client, path: base + (req.url ?? '/'), timeoutMs, maxBodyBytes, replies })
     },

@@ -82,9 +82,9 @@ export interface RouteTable {
   readonly fallback?: RouteEntry
 }
 
-/** The built-in routes a handler owns, each at its path or turned off (`false`). */
 /** A built-in route that has a path of its own (the proxy takes every other path, `other` is none). */
 export type OwnedRoute = Exclude<RouteName, 'other' | 'proxy'>
+/** The built-in routes a handler owns, each at its path or turned off (`false`). */
 export type RoutePaths = Partial<Record<OwnedRoute, string | false>>
 const OWNED_ROUTES = ['data', 'healthz', 'auth', 'metrics'] as const
 const ROUTE_PATH = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/

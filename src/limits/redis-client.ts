@@ -6,7 +6,7 @@
  * With `subscribe`, the connection is a subscriber instead and delivers that channel's messages.
  */
 import { createHash } from 'node:crypto'
-import { connect as connectTcp, type Socket } from 'node:net'
+import { connect as connectTcp, isIP, type Socket } from 'node:net'
 import { connect as connectTls } from 'node:tls'
 import { encodeCommand, RedisReplyError, ReplyParser, type Reply } from './resp.js'
 import type { RedisAddress } from './redis-url.js'
@@ -112,7 +112,7 @@ class Connection implements RedisClient {
 
   private connect(): void {
     const { host, port, tls, ca } = this.options
-    const socket = tls ? connectTls({ host, port, ca, servername: isIp(host) ? undefined : host }) : connectTcp({ host, port })
+    const socket = tls ? connectTls({ host, port, ca, servername: isIP(host) === 0 ? host : undefined }) : connectTcp({ host, port })
     this.socket = socket
     socket.setNoDelay(true)
     socket.on(tls ? 'secureConnect' : 'connect', () => this.greet())
@@ -241,8 +241,4 @@ class Connection implements RedisClient {
     // Full jitter: instances that lost Redis together do not all come back in the same millisecond.
     setTimeout(() => this.closed || this.connect(), Math.round(ceiling / 2 + (Math.random() * ceiling) / 2)).unref()
   }
-}
-
-function isIp(host: string): boolean {
-  return /^[\d.]+$/.test(host) || host.includes(':')
 }

@@ -6,7 +6,7 @@
  */
 import cluster, { type Worker } from 'node:cluster'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
-import type { Config } from '../config.js'
+import { throttleOptionsOf, type Config } from '../config.js'
 import { SCRAPE_DEADLINE_MS, type WorkerMessage as Message } from './cluster-worker.js'
 import type { Logger } from '../observe/log.js'
 import { sumSnapshots, type MetricsSnapshot } from '../observe/metrics.js'
@@ -37,7 +37,7 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   let announced = false
   const readyWorkers = () => liveWorkers().filter((worker) => ready.has(worker.id) && worker.isConnected())
   // Without Redis, the limit counters of every worker live here: they survive a worker's restart.
-  const limits = config.redis !== undefined ? undefined : createPrimaryLimits(throttleOf(config), (message) => {
+  const limits = config.redis !== undefined ? undefined : createPrimaryLimits(throttleOptionsOf(config), (message) => {
     for (const worker of liveWorkers()) if (worker.isConnected()) worker.send(message)
   })
 
@@ -136,11 +136,6 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   for (let i = 0; i < config.workers; i++) fork()
-}
-
-function throttleOf(config: Config) {
-  if (config.authFailLimit === 0) return undefined
-  return { limit: config.authFailLimit, windowMs: config.authFailWindowS * 1000, maxClients: config.throttleMaxClients }
 }
 
 function liveWorkers(): Worker[] {
