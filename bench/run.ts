@@ -1,16 +1,18 @@
 /**
  * `npm run bench`: keygate against a bare node:http server, each case in its own process and driven
- * by the load generator in another, interleaved over rounds. `--timing` runs the timing-leak check.
+ * by the load generator in another, interleaved over rounds. `--timing` runs the timing-leak check,
+ * `--keys N` the many-keys check (many-keys.ts).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs'
-import { connect, createServer, type AddressInfo } from 'node:net'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { canPin, firstAnswer, freePort, nodeCommand as nodeCommandOn, statusMb, stop } from './processes.js'
+import { runManyKeysCheck } from './many-keys.js'
 import { DEFAULT_BATCHES, runTimingCheck } from './timing.js'
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url))
@@ -23,6 +25,8 @@ const { values: flags } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     timing: { type: 'boolean', default: false },
+    // --keys N: the many-keys check (load time, memory, reload peak, lookup cost) with N entries.
+    keys: { type: 'string' },
     connections: { type: 'string' },
     duration: { type: 'string' },
     warmup: { type: 'string' },
@@ -108,24 +112,11 @@ function cases(keysFile: string, policyFiles: { rules: string; limited: string }
   ]
 }
 
-async function freePort(): Promise<number> {
-  const probe = createServer().listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const { port } = probe.address() as AddressInfo
-  probe.close()
-  await once(probe, 'close')
-  return port
-}
-
 // On a machine of two or more CPUs, with taskset at hand, the server gets CPU 1 and the generator
 // CPU 0, so that the scheduler does not move them onto one core in the middle of a run. A
 // cluster (WORKERS=2) is left free to use every core: that is what it is for.
-const PIN = !flags['no-pin'] && cpus().length >= 2 && spawnSync('taskset', ['-c', '0', 'true']).status === 0
-
-/** `node ARGS`, on CPU `cpu` when pinning. */
-function nodeCommand(args: string[], cpu: number | undefined): [string, string[]] {
-  return PIN && cpu !== undefined ? ['taskset', ['-c', String(cpu), process.execPath, ...args]] : [process.execPath, args]
-}
+const PIN = !flags['no-pin'] && canPin()
+const nodeCommand = (args: string[], cpu: number | undefined) => nodeCommandOn(args, cpu, PIN)
 
 function startServer(c: Case, port: number, dir: string): ChildProcess {
   if ('program' in c.server) {
@@ -143,34 +134,6 @@ function startServer(c: Case, port: number, dir: string): ChildProcess {
   return child
 }
 
-/** Sends `GET /data` on a raw socket until `status` comes back; resolves with the time since `startedAt`. */
-async function firstAnswer(port: number, headers: string, status: number, startedAt: bigint, deadlineMs = 10_000): Promise<number> {
-  const request = `GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}Connection: close\r\n\r\n`
-  for (const deadline = Date.now() + deadlineMs; Date.now() < deadline; ) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1')
-      let answer = ''
-      socket.on('data', (chunk) => (answer += chunk))
-      socket.on('error', () => resolve(false))
-      socket.on('close', () => resolve(answer.startsWith(`HTTP/1.1 ${status} `)))
-      // Not end(): Node aborts a request whose client half-closed before an answer that comes later
-      // (a limit counted by the cluster primary or Redis) is written. The server closes (Connection: close).
-      socket.write(request)
-    })
-    if (ok) return Number(process.hrtime.bigint() - startedAt) / 1e6
-    await new Promise((resolve) => setTimeout(resolve, 1))
-  }
-  throw new Error(`no ${status} on port ${port} within ${deadlineMs} ms`)
-}
-
-function rssMb(pid: number | undefined): number {
-  try {
-    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024
-  } catch {
-    return NaN // not Linux
-  }
-}
-
 /** The server's process and its children (a cluster's workers), as /proc lists them. */
 function processTree(pid: number | undefined): number[] {
   if (pid === undefined) return []
@@ -180,13 +143,6 @@ function processTree(pid: number | undefined): number[] {
   } catch {
     return [pid]
   }
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return
-  const exited = once(child, 'exit')
-  child.kill('SIGTERM')
-  await exited
 }
 
 /** Milliseconds from spawning the server to its first answer; the server is stopped again. */
@@ -208,7 +164,7 @@ async function measure(c: Case, dir: string): Promise<Run & { startupMs: number 
   try {
     const startupMs = await firstAnswer(port, c.headers, c.status ?? 200, startedAt)
     await new Promise((resolve) => setTimeout(resolve, 200)) // let startup garbage settle before reading RSS
-    const rssIdleMb = rssMb(server.pid)
+    const rssIdleMb = statusMb(server.pid)
     const request = Buffer.from(`GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n${c.headers}\r\n`).toString('base64')
     const [command, args] = nodeCommand([LOAD, String(port), String(settings.connections), String(settings.warmupMs), String(settings.durationMs), request, processTree(server.pid).join(',')], 0)
     const load = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -216,7 +172,7 @@ async function measure(c: Case, dir: string): Promise<Run & { startupMs: number 
     load.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
     await once(load, 'exit')
     const result = JSON.parse(output) as Run
-    return { ...result, rssIdleMb, rssLoadedMb: rssMb(server.pid), startupMs }
+    return { ...result, rssIdleMb, rssLoadedMb: statusMb(server.pid), startupMs }
   } finally {
     await stop(server)
   }
@@ -482,6 +438,11 @@ function markdown(result: Awaited<ReturnType<typeof runLoadBenchmark>>): string 
 
 if (flags.timing) {
   const result = runTimingCheck(Number(flags.samples ?? 1_000_000), Number(flags.batches ?? DEFAULT_BATCHES))
+  process.stdout.write(result.markdown)
+  if (flags.json) writeFileSync(flags.json, JSON.stringify(result.json, null, 2))
+  process.exitCode = result.pass ? 0 : 1
+} else if (flags.keys !== undefined) {
+  const result = await runManyKeysCheck(Number(flags.keys), settings)
   process.stdout.write(result.markdown)
   if (flags.json) writeFileSync(flags.json, JSON.stringify(result.json, null, 2))
   process.exitCode = result.pass ? 0 : 1
