@@ -70,9 +70,20 @@ export async function runManyKeysCheck(count: number, options: { durationMs: num
   }
 }
 
-/** Writes N entries (the bench key in the middle; with `rotated`, one key revoked and one added), atomically by rename. Returns ms taken. */
+/** Writes N entries (see keysFileText) atomically by rename, as a deployment would. Returns ms taken. */
 function writeKeysFile(file: string, count: number, rotated: boolean): number {
   const started = performance.now()
+  replaceFile(file, keysFileText(count, rotated))
+  return performance.now() - started
+}
+
+function replaceFile(file: string, text: string): void {
+  writeFileSync(`${file}.tmp`, text)
+  renameSync(`${file}.tmp`, file)
+}
+
+/** N entries, the bench key in the middle; with `rotated`, the first entry's key replaced by NEW_KEY. */
+function keysFileText(count: number, rotated: boolean): string {
   const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
   const parts: string[] = ['{"keys":[\n']
   for (let i = 0; i < count; i++) {
@@ -81,9 +92,7 @@ function writeKeysFile(file: string, count: number, rotated: boolean): number {
     parts.push(`${i === 0 ? '' : ',\n'}{"id":"${id}","sha256":"${sha256(key)}"}`)
   }
   parts.push('\n]}\n')
-  writeFileSync(`${file}.tmp`, parts.join(''))
-  renameSync(`${file}.tmp`, file)
-  return performance.now() - started
+  return parts.join('')
 }
 
 /** keygate with `keys` (API_KEYS_FILE or API_KEY) in its environment, on CPU 1 when pinning. */
@@ -113,12 +122,13 @@ async function memoryAndReload(file: string, count: number, pin: boolean) {
     const steadyMb = statusMb(server.pid)
     const loadPeakMb = statusMb(server.pid, 'VmHWM')
     const hwmReset = resetPeak(server.pid)
+    const [rotated, original] = [keysFileText(count, true), keysFileText(count, false)]
     const traffic = trickle(port)
     const reloadStarted = process.hrtime.bigint()
-    writeKeysFile(file, count, true)
+    replaceFile(file, rotated)
     const reloadMs = await firstAnswer(port, `Authorization: ${NEW_KEY}\r\n`, 200, reloadStarted, 60_000)
     const reloadPeakMb = statusMb(server.pid, 'VmHWM')
-    writeKeysFile(file, count, false)
+    replaceFile(file, original)
     await firstAnswer(port, `Authorization: ${NEW_KEY}\r\n`, 401, process.hrtime.bigint(), 60_000)
     const failed = await traffic.stop()
     await settle()

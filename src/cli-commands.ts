@@ -1,9 +1,10 @@
 /** The `keygate` command's work: serve, keygen, hash, check, --version (loaded by cli.ts). */
 import { createHash, randomBytes } from 'node:crypto'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { isValidKey, isValidKeyId, tryCreateKeyStore, type KeyEntry } from './keys/store.js'
+import { isValidKey, isValidKeyId, type KeyEntry } from './keys/entry-check.js'
+import { tryCreateKeyStore } from './keys/store.js'
 import { KeysFileError, loadKeysFile } from './keys/file.js'
-import { EXPIRY_WARNING_DAYS, expiryMsOf, findingsOf } from './keys/findings.js'
+import { EXPIRY_WARNING_DAYS, findingsOf, type KeyFinding, type KeysFileFindings } from './keys/findings.js'
 import { generateKey } from './keys/keygen.js'
 import { VERSION } from './version.js'
 
@@ -96,8 +97,8 @@ function hash(input: string): number {
 
 function check(file: string): number {
   try {
-    const { entries, store } = loadKeysFile(file)
-    process.stdout.write(summarize(file, entries, Date.now(), store.publicPolicy?.rules ?? 0))
+    const { store } = loadKeysFile(file)
+    process.stdout.write(summarize(file, findingsOf(store, Date.now()), store.publicPolicy?.rules ?? 0))
     return 0
   } catch (error) {
     if (!(error instanceof KeysFileError)) throw error
@@ -109,16 +110,16 @@ function check(file: string): number {
   }
 }
 
-function summarize(file: string, entries: KeyEntry[], now: number, publicRules: number): string {
-  const label = (entry: KeyEntry) => `${entry.id} (${new Date(expiryMsOf(entry)).toISOString()})`
-  const { expired, expiringSoon, plainText, withRules, allowNothing, withLimits } = findingsOf(entries, now)
-  const lines = [`${file}: OK, ${entries.length} key${entries.length === 1 ? '' : 's'}`]
+function summarize(file: string, findings: KeysFileFindings, publicRules: number): string {
+  const label = (key: KeyFinding) => `${key.id} (${new Date(key.expiresAtMs).toISOString()})`
+  const { keys, expired, expiringSoon, plainText, withRules, allowNothing, withLimits } = findings
+  const lines = [`${file}: OK, ${keys} key${keys === 1 ? '' : 's'}`]
   if (expired.length > 0) lines.push(`  expired: ${expired.map(label).join(', ')}`)
   if (expiringSoon.length > 0) lines.push(`  expiring within ${EXPIRY_WARNING_DAYS} days: ${expiringSoon.map(label).join(', ')}`)
-  if (plainText.length > 0) lines.push(`  plain-text keys (use sha256 instead): ${plainText.map((entry) => entry.id).join(', ')}`)
-  if (withRules.length > 0) lines.push(`  keys with rules: ${withRules.length}`)
-  if (withLimits.length > 0) lines.push(`  keys with rate limits: ${withLimits.length}`)
-  if (allowNothing.length > 0) lines.push(`  keys that may make no request ("allow": []): ${allowNothing.map((entry) => entry.id).join(', ')}`)
+  if (plainText.length > 0) lines.push(`  plain-text keys (use sha256 instead): ${plainText.join(', ')}`)
+  if (withRules > 0) lines.push(`  keys with rules: ${withRules}`)
+  if (withLimits > 0) lines.push(`  keys with rate limits: ${withLimits}`)
+  if (allowNothing.length > 0) lines.push(`  keys that may make no request ("allow": []): ${allowNothing.join(', ')}`)
   if (publicRules > 0) lines.push(`  public rules: ${publicRules}`)
   return `${lines.join('\n')}\n`
 }

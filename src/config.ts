@@ -1,5 +1,5 @@
 /** Turns environment variables into a validated, typed configuration. Pure: no I/O, no exit. */
-import { isValidKey } from './keys/store.js'
+import { isValidKey } from './keys/entry-check.js'
 import { LOG_LEVELS, type LogLevel } from './observe/log.js'
 import { describeRedis, parseRedisUrl, REDIS_FAILURE_MODES, type RedisAddress, type RedisFailureMode } from './limits/redis-url.js'
 

@@ -1,7 +1,8 @@
 /** keygate's public API for embedding in your own server: everything the server itself uses. */
 export { createHandler, createHandlerMetrics, type Handler, type HandlerOptions, type Next } from './http/handler.js'
 export type { RoutePaths } from './http/routes.js'
-export { createKeyStore, isValidKey, type KeyEntry, type KeyRecord, type KeyStore } from './keys/store.js'
+export { createKeyStore, type KeyEntry, type KeyRecord, type KeyStore } from './keys/store.js'
+export { isValidKey } from './keys/entry-check.js'
 export {
   createKeysFileStore,
   createSwappableKeyStore,

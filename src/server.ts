@@ -6,9 +6,10 @@ import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { ConfigError, DEMO_KEY, loadConfig, settingsOf, throttleOptionsOf, type Config } from './config.js'
 import { createHandler, createHandlerMetrics, type Handler } from './http/handler.js'
-import { createKeyStore, type KeyEntry, type KeyStore } from './keys/store.js'
+import { createKeyStore, type KeyStore } from './keys/store.js'
 import { createSwappableKeyStore, ENV_KEY_ID, KeysFileError, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys/file.js'
-import { keysFileWarnings } from './keys/findings.js'
+import { findingsOf, keysFileWarnings } from './keys/findings.js'
+import { collectGarbage } from './process/memory.js'
 import { createLogger, type Logger } from './observe/log.js'
 import { normalizeAddress } from './http/client.js'
 import { answerClientError } from './http/respond.js'
@@ -61,7 +62,8 @@ async function main(): Promise<void> {
   const tlsModule = config.tls === undefined ? undefined : await import('./process/tls.js')
   if (role?.primary) {
     // Check keys and certificates once here, so a mistake is one line and exit 1, not a crash loop.
-    warnAboutKeys(config, exitOnConfigError(() => loadKeys(config), log), log)
+    warnAboutKeys(exitOnConfigError(() => loadKeys(config), log), log)
+    collectGarbage() // the set was loaded only to be checked
     if (config.tls !== undefined) exitOnConfigError(() => tlsModule?.loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
     const { runPrimary } = await import('./process/cluster.js')
     return runPrimary(config, log, (port) => urlOf(config, port), (error) => exitOnListenError(error, config, log))
@@ -82,7 +84,8 @@ async function serve(
   worker: typeof import('./process/cluster-worker.js') | undefined,
 ): Promise<void> {
   const loaded = exitOnConfigError(() => loadKeys(config), log)
-  if (worker === undefined) warnAboutKeys(config, loaded, log) // in a cluster, the primary has
+  if (worker === undefined) warnAboutKeys(loaded, log) // in a cluster, the primary has
+  if (loaded.reload !== undefined) collectGarbage() // what building the set took
   const keys = loaded.keys
   const tls = config.tls
   const tlsPair = tls === undefined || tlsModule === undefined ? undefined : exitOnConfigError(() => tlsModule.loadTlsPair(tls), log)
@@ -93,7 +96,7 @@ async function serve(
   const metrics = createHandlerMetrics(keys, throttle, log, limits.store)
   const reloader = loaded.reload === undefined
     ? undefined
-    : startKeysFileReloads({ ...loaded.reload, store: loaded.keys, log, onReload: (ok) => metrics.recordKeyReload(ok) })
+    : startKeysFileReloads({ ...loaded.reload, store: loaded.keys, log, onReload: (ok) => afterReload(ok, metrics) })
   const upstream = config.upstream
   const proxyModule = upstream === undefined ? undefined : await import('./http/proxy.js')
   const proxy = upstream && proxyModule?.createProxy({ upstream: upstream.url, timeoutMs: upstream.timeoutMs, maxBodyBytes: config.maxBodyBytes, trustProxy: config.trustProxy })
@@ -227,8 +230,8 @@ function createHttpServer(config: Config, handler: Handler, tls: { module: TlsMo
 }
 
 type LoadedKeys =
-  | { keys: KeyStore; reload?: undefined; entries?: undefined }
-  | { keys: SwappableKeyStore; reload: { file: string; envKey?: string; initialText: string }; entries: KeyEntry[] }
+  | { keys: KeyStore; reload?: undefined; warnings?: undefined }
+  | { keys: SwappableKeyStore; reload: { file: string; envKey?: string; contentDigest: string }; warnings: string[] }
 
 /** The key store for the configuration: the keys file (with what reloads need) plus `API_KEY`, or the demo key. */
 function loadKeys(config: Config): LoadedKeys {
@@ -236,14 +239,20 @@ function loadKeys(config: Config): LoadedKeys {
     const id = config.demo ? 'demo' : ENV_KEY_ID
     return { keys: createKeyStore([{ id, key: config.apiKey ?? DEMO_KEY }]) }
   }
-  const { store, text, entries } = loadKeysFile(config.keysFile, config.apiKey)
-  return { keys: createSwappableKeyStore(store), reload: { file: config.keysFile, envKey: config.apiKey, initialText: text }, entries }
+  const { store, contentDigest, fileKeys } = loadKeysFile(config.keysFile, config.apiKey)
+  const warnings = keysFileWarnings(config.keysFile, findingsOf(store, Date.now(), fileKeys))
+  return { keys: createSwappableKeyStore(store), reload: { file: config.keysFile, envKey: config.apiKey, contentDigest }, warnings }
+}
+
+/** A reload is counted; the set it replaced (or the one it failed to make) leaves memory at once. */
+function afterReload(ok: boolean, metrics: { recordKeyReload(ok: boolean): void }): void {
+  metrics.recordKeyReload(ok)
+  collectGarbage()
 }
 
 /** One warning for each kind of key that deserves a look (what `keygate check` reports). */
-function warnAboutKeys(config: Config, loaded: LoadedKeys, log: Logger): void {
-  if (config.keysFile === undefined || loaded.entries === undefined) return
-  for (const warning of keysFileWarnings(config.keysFile, loaded.entries, Date.now())) log.warn(warning)
+function warnAboutKeys(loaded: LoadedKeys, log: Logger): void {
+  for (const warning of loaded.warnings ?? []) log.warn(warning)
 }
 
 /** Runs `load`; a `ConfigError` or `KeysFileError` (a user's mistake) becomes one stderr line and exit 1, anything else a crash. */

@@ -8,6 +8,9 @@ const SLOTS_PER_BUCKET = 8 // (tag, row + 1) pairs of int32: a bucket is one 64-
 const INTS_PER_BUCKET = SLOTS_PER_BUCKET * 2
 const MIN_BUCKETS = 1 << 15 // 2 MiB of table: room for about 150,000 keys before it grows
 const MIN_ROWS = 1 << 17 // 4 MiB of rows: digests first, then rows no digest is in
+const ROW_BITS = 16 // rows come in chunks of 65,536 (2 MiB): growing never copies them
+const ROWS_PER_CHUNK = 1 << ROW_BITS
+const ROW_MASK = ROWS_PER_CHUNK - 1
 const DIGEST_BYTES = 32
 const WORDS_PER_DIGEST = DIGEST_BYTES / 4
 const NOT_FOUND = -1
@@ -18,43 +21,131 @@ const PAGES_PER_LOOKUP = 32
 export interface DigestIndex {
   /** The position of `digest` (32 latin1 characters) in the list given, or -1; always the same work. */
   find(digest: string): number
+  /** `find` for a digest as eight words (`DigestRows`' layout). */
+  findWords(words: Int32Array): number
 }
 
-/** Indexes distinct SHA-256 digests (32-character latin1 strings). */
+const HEX = new Int8Array(256).fill(-1)
+for (let c = 0; c < 16; c++) HEX['0123456789abcdef'.charCodeAt(c)] = c
+
+/** Digests as rows of eight words, in the order they are added (as `word` reads them, so byte order does not matter). */
+export class DigestRows {
+  readonly chunks: Int32Array[] = []
+  count = 0
+
+  /** Adds the digest written as 64 lowercase hex digits at `bytes[start]`; false (nothing added) when they are not. */
+  addHex(bytes: Buffer | Uint8Array, start: number): boolean {
+    if (!hexToWords(bytes, start, this.nextRow(), (this.count & ROW_MASK) * WORDS_PER_DIGEST)) return false
+    this.count++
+    return true
+  }
+
+  /** Adds a digest given as eight words. */
+  addWords(words: Int32Array): void {
+    this.nextRow().set(words, (this.count & ROW_MASK) * WORDS_PER_DIGEST)
+    this.count++
+  }
+
+  /** Adds a digest given as 32 latin1 characters. */
+  addLatin1(digest: string): void {
+    const words = this.nextRow()
+    const at = (this.count & ROW_MASK) * WORDS_PER_DIGEST
+    for (let w = 0; w < WORDS_PER_DIGEST; w++) words[at + w] = word(digest, w * 4)
+    this.count++
+  }
+
+  /** Word `w` (0-7) of row `row`. */
+  word(row: number, w: number): number {
+    return ((this.chunks[row >>> ROW_BITS] as Int32Array)[(row & ROW_MASK) * WORDS_PER_DIGEST + w] as number) >>> 0
+  }
+
+  sameAs(row: number, other: number): boolean {
+    for (let w = 0; w < WORDS_PER_DIGEST; w++) if (this.word(row, w) !== this.word(other, w)) return false
+    return true
+  }
+
+  private nextRow(): Int32Array {
+    if (this.count >>> ROW_BITS >= this.chunks.length) this.chunks.push(new Int32Array(ROWS_PER_CHUNK * WORDS_PER_DIGEST))
+    return this.chunks[this.count >>> ROW_BITS] as Int32Array
+  }
+}
+
+/** Decodes 64 lowercase hex digits at `bytes[start]` into eight words at `into[at]`; false when they are not hex digits. */
+export function hexToWords(bytes: Buffer | Uint8Array, start: number, into: Int32Array, at = 0): boolean {
+  let bad = 0
+  for (let w = 0; w < WORDS_PER_DIGEST; w++) {
+    let value = 0
+    for (let b = 0; b < 4; b++) {
+      const i = start + (w * 4 + b) * 2
+      const high = HEX[bytes[i] as number] as number
+      const low = HEX[bytes[i + 1] as number] as number
+      bad |= high | low // -1 when either is not a hex digit
+      value |= ((high << 4) | low) << (b * 8)
+    }
+    into[at + w] = value
+  }
+  return bad >= 0
+}
+
+/** Indexes distinct SHA-256 digests (32-character latin1 strings); throws a `RangeError` on a repeated one. */
 export function createDigestIndex(digests: readonly string[]): DigestIndex {
+  const rows = new DigestRows()
+  for (const digest of digests) rows.addLatin1(digest)
+  const built = indexDigestRows(rows)
+  if ('duplicate' in built) throw new RangeError(`digest ${built.duplicate[1]} repeats digest ${built.duplicate[0]}`)
+  return built.index
+}
+
+/** Indexes the rows; a digest given twice is reported as the rows of its two places instead. */
+export function indexDigestRows(rows: DigestRows): { index: DigestIndex } | { duplicate: [first: number, second: number] } {
   let bucketCount = MIN_BUCKETS
-  while (bucketCount * SLOTS_PER_BUCKET < digests.length * 2) bucketCount *= 2
-  let table = fillTable(digests, bucketCount)
-  // A full pair of buckets or two tags alike (both about as likely as a lottery win): grow and retry.
-  while (table === undefined) table = fillTable(digests, (bucketCount *= 2))
-  return new FixedFootprintIndex(table, bucketCount - 1, fillRows(digests))
+  while (bucketCount * SLOTS_PER_BUCKET < rows.count * 2) bucketCount *= 2
+  for (;;) {
+    const table = fillTable(rows, bucketCount)
+    if (table instanceof Int32Array) {
+      // Rows that no digest is in, up to MIN_ROWS: a miss reads one of them like a hit reads its own.
+      while (rows.chunks.length * ROWS_PER_CHUNK < MIN_ROWS) rows.chunks.push(new Int32Array(ROWS_PER_CHUNK * WORDS_PER_DIGEST))
+      return { index: new FixedFootprintIndex(table, bucketCount - 1, rows.chunks, Math.max(MIN_ROWS, rows.count)) }
+    }
+    if (table !== undefined) return table
+    // A full pair of buckets or two tags alike (both about as likely as a lottery win): grow and retry.
+    bucketCount *= 2
+  }
 }
 
 // A class, not a closure per index: every index shares one `find`, so a call site that sees two
 // indexes stays monomorphic and neither is faster for having been seen first.
 class FixedFootprintIndex implements DigestIndex {
-  private readonly rowCount: number
   /** Pages of the table, then of the rows, that lookups have written to so far. */
   private pagesTouched = 0
   private readonly tablePages: number
   private readonly pageCount: number
+  private static readonly PAGES_PER_CHUNK = (ROWS_PER_CHUNK * DIGEST_BYTES) / 4096
 
   constructor(
     private readonly buckets: Int32Array,
     private readonly mask: number,
-    private readonly rows: Int32Array,
+    private readonly rows: Int32Array[],
+    private readonly rowCount: number,
   ) {
-    this.rowCount = rows.length / WORDS_PER_DIGEST
     this.tablePages = Math.ceil(buckets.length / WORDS_PER_PAGE)
-    this.pageCount = this.tablePages + Math.ceil(rows.length / WORDS_PER_PAGE)
+    this.pageCount = this.tablePages + rows.length * FixedFootprintIndex.PAGES_PER_CHUNK
   }
 
+  private readonly scratch = new Int32Array(WORDS_PER_DIGEST)
+
   find(digest: string): number {
+    const words = this.scratch
+    for (let i = 0; i < WORDS_PER_DIGEST; i++) words[i] = word(digest, i * 4)
+    return this.findWords(words)
+  }
+
+  findWords(words: Int32Array): number {
     if (this.pagesTouched < this.pageCount) this.touchPages()
     const { buckets, mask } = this
-    const first = (word(digest, 0) & mask) * INTS_PER_BUCKET
-    const second = (word(digest, 4) & mask) * INTS_PER_BUCKET
-    const tag = word(digest, 8) | 0
+    const first = ((words[0] as number) & mask) * INTS_PER_BUCKET
+    const second = ((words[1] as number) & mask) * INTS_PER_BUCKET
+    const tag = words[2] as number
     let found = NOT_FOUND
     // Every slot of both buckets is read, match or not: the work does not depend on the contents.
     for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) {
@@ -62,8 +153,9 @@ class FixedFootprintIndex implements DigestIndex {
       if (buckets[second + slot] === tag && (buckets[second + slot + 1] as number) > 0) found = (buckets[second + slot + 1] as number) - 1
     }
     // A miss reads a row as well, one the digest picks: the same kind of memory access as a hit.
-    const row = found === NOT_FOUND ? word(digest, 12) % this.rowCount : found
-    return sameDigest(this.rows, row * WORDS_PER_DIGEST, digest) && found !== NOT_FOUND ? found : NOT_FOUND
+    const row = found === NOT_FOUND ? ((words[3] as number) >>> 0) % this.rowCount : found
+    const chunk = this.rows[row >>> ROW_BITS] as Int32Array
+    return sameDigest(chunk, (row & ROW_MASK) * WORDS_PER_DIGEST, words) && found !== NOT_FOUND ? found : NOT_FOUND
   }
 
   /**
@@ -78,7 +170,11 @@ class FixedFootprintIndex implements DigestIndex {
     const end = Math.min(this.pageCount, this.pagesTouched + PAGES_PER_LOOKUP)
     for (let page = this.pagesTouched; page < end; page++) {
       if (page < this.tablePages) Atomics.add(this.buckets, page * WORDS_PER_PAGE, 0)
-      else Atomics.add(this.rows, (page - this.tablePages) * WORDS_PER_PAGE, 0)
+      else {
+        const rowPage = page - this.tablePages
+        const chunk = this.rows[Math.floor(rowPage / FixedFootprintIndex.PAGES_PER_CHUNK)] as Int32Array
+        Atomics.add(chunk, (rowPage % FixedFootprintIndex.PAGES_PER_CHUNK) * WORDS_PER_PAGE, 0)
+      }
     }
     this.pagesTouched = end
   }
@@ -89,9 +185,9 @@ class FixedFootprintIndex implements DigestIndex {
  * the differences are ORed together, so the time says nothing about where they differ. (The
  * same as timingSafeEqual, without copying both sides into buffers first.)
  */
-function sameDigest(rows: Int32Array, at: number, digest: string): boolean {
+function sameDigest(rows: Int32Array, at: number, words: Int32Array): boolean {
   let difference = 0
-  for (let i = 0; i < WORDS_PER_DIGEST; i++) difference |= (rows[at + i] as number) ^ word(digest, i * 4)
+  for (let i = 0; i < WORDS_PER_DIGEST; i++) difference |= (rows[at + i] as number) ^ (words[i] as number)
   return difference === 0
 }
 
@@ -100,38 +196,34 @@ function word(digest: string, at: number): number {
   return (digest.charCodeAt(at) | (digest.charCodeAt(at + 1) << 8) | (digest.charCodeAt(at + 2) << 16) | (digest.charCodeAt(at + 3) << 24)) >>> 0
 }
 
-/** The bucket table: a slot holds a digest's tag and its row plus one; 0 there means empty. */
-function fillTable(digests: readonly string[], bucketCount: number): Int32Array | undefined {
+/**
+ * The bucket table: a slot holds a digest's tag and its row plus one; 0 there means empty.
+ * Undefined: the table is too small (grow it); a pair of rows: the same digest twice.
+ */
+function fillTable(rows: DigestRows, bucketCount: number): Int32Array | { duplicate: [number, number] } | undefined {
   const table = new Int32Array(bucketCount * INTS_PER_BUCKET)
   const mask = bucketCount - 1
-  for (let row = 0; row < digests.length; row++) {
-    const digest = digests[row] as string
-    const tag = word(digest, 8) | 0
-    const candidates = [(word(digest, 0) & mask) * INTS_PER_BUCKET, (word(digest, 4) & mask) * INTS_PER_BUCKET]
-    if (candidates.some((bucket) => hasTag(table, bucket, tag))) return undefined
-    const free = candidates.map((bucket) => freeSlot(table, bucket)).find((slot) => slot !== NOT_FOUND)
-    if (free === undefined) return undefined
+  for (let row = 0; row < rows.count; row++) {
+    const chunk = rows.chunks[row >>> ROW_BITS] as Int32Array
+    const at = (row & ROW_MASK) * WORDS_PER_DIGEST
+    const tag = chunk[at + 2] as number
+    const first = ((chunk[at] as number) & mask) * INTS_PER_BUCKET
+    const second = ((chunk[at + 1] as number) & mask) * INTS_PER_BUCKET
+    // One pass over both buckets: a slot with the same tag (then the digests must differ), and the first free slots.
+    let free = NOT_FOUND
+    let freeInSecond = NOT_FOUND
+    for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) {
+      const a = table[first + slot + 1] as number
+      const b = table[second + slot + 1] as number
+      if (a === 0) free = free === NOT_FOUND ? first + slot : free
+      else if (table[first + slot] === tag) return rows.sameAs(a - 1, row) ? { duplicate: [a - 1, row] } : undefined
+      if (b === 0) freeInSecond = freeInSecond === NOT_FOUND ? second + slot : freeInSecond
+      else if (table[second + slot] === tag) return rows.sameAs(b - 1, row) ? { duplicate: [b - 1, row] } : undefined
+    }
+    if (free === NOT_FOUND) free = freeInSecond
+    if (free === NOT_FOUND) return undefined
     table[free] = tag
     table[free + 1] = row + 1
   }
   return table
-}
-
-function hasTag(table: Int32Array, bucket: number, tag: number): boolean {
-  for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) if (table[bucket + slot + 1] !== 0 && table[bucket + slot] === tag) return true
-  return false
-}
-
-function freeSlot(table: Int32Array, bucket: number): number {
-  for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) if (table[bucket + slot + 1] === 0) return bucket + slot
-  return NOT_FOUND
-}
-
-/** The digests as rows of eight words (as `word` reads them, so byte order does not matter); the rest stay zero. */
-function fillRows(digests: readonly string[]): Int32Array {
-  const rows = new Int32Array(Math.max(MIN_ROWS, digests.length) * WORDS_PER_DIGEST)
-  digests.forEach((digest, row) => {
-    for (let i = 0; i < WORDS_PER_DIGEST; i++) rows[row * WORDS_PER_DIGEST + i] = word(digest, i * 4)
-  })
-  return rows
 }

@@ -1,8 +1,13 @@
 /** The keys file: reading and validating it, swapping a new key set in, watching it for changes. */
-import { closeSync, constants, fstatSync, openSync, readFileSync, watch, type FSWatcher } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { closeSync, constants, fstatSync, openSync, readSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
-import { checkJson, lineAndColumnOf } from './json-check.js'
-import { isValidKeyId, tryCreateKeyStore, type KeyEntry, type KeyRecord, type KeyStore } from './store.js'
+import { bytesSource, JsonSyntaxError, readDocument, type ByteSource } from './json-reader.js'
+import { isValidKeyId, type KeyEntry } from './entry-check.js'
+import { KeySetBuilder, type KeyDefaults } from './key-set-builder.js'
+import type { KeyRecord, KeyTable } from './key-table.js'
+import { baseOf, LayeredBuilder } from './layered-store.js'
+import type { KeyStore } from './store.js'
 import { silentLogger, type Logger } from '../observe/log.js'
 
 /** A keys file that cannot be used; `problems` has one message per fault found. */
@@ -20,7 +25,6 @@ export class KeysFileError extends Error {
 /** The id `API_KEY` gets; the keys file may not use it when `API_KEY` is set. */
 export const ENV_KEY_ID = 'env'
 const ENTRY_FIELDS = new Set(['id', 'key', 'sha256', 'expiresAt', 'allow', 'rateLimit'])
-const TOP_LEVEL_FIELDS = new Set(['keys', 'defaults', 'public'])
 const DEFAULTS_FIELDS = new Set(['allow', 'rateLimit'])
 // Short words like `expiresat` or `name`; not long or mixed strings, which could be a pasted key.
 const QUOTABLE_FIELD_NAME = /^[A-Za-z]{1,12}[0-9]{0,3}$/
@@ -29,66 +33,103 @@ const QUOTABLE_FIELD_NAME = /^[A-Za-z]{1,12}[0-9]{0,3}$/
  * Builds the store for the text of a keys file plus, when given, the `API_KEY` entry (id `env`).
  * Throws `KeysFileError` listing every fault found; messages never include key material.
  */
-export function parseKeysFile(text: string, file: string, envKey?: string): { store: KeyStore; entries: KeyEntry[] } {
-  const { entries: given, problems, defaults, publicRules } = parseDocument(text, file)
-  // `defaults` gives its rules and rate limit to every entry without its own, the API_KEY entry included.
-  const hasDefaults = defaults.allow !== undefined || defaults.rateLimit !== undefined
-  const withDefaults = (entry: KeyEntry): KeyEntry => {
-    if (!hasDefaults || entry === null || typeof entry !== 'object') return entry
-    const allow = entry.allow ?? defaults.allow
-    const rateLimit = entry.rateLimit === undefined ? defaults.rateLimit : entry.rateLimit
-    return { ...entry, ...(allow !== undefined && { allow }), ...(rateLimit !== undefined && { rateLimit }) }
-  }
-  const entries = hasDefaults ? given.map(withDefaults) : given
-  if (envKey !== undefined) {
-    const clash = entries.findIndex((entry) => entry.id === ENV_KEY_ID)
-    if (clash !== -1) problems.push(`keys[${clash}] (id "${ENV_KEY_ID}"): id "${ENV_KEY_ID}" is taken by API_KEY`)
-  }
-  const all: KeyEntry[] = envKey === undefined ? entries : [...entries, withDefaults({ id: ENV_KEY_ID, key: envKey })]
-  const { store, problems: storeProblems } = tryCreateKeyStore(all, publicRules)
-  const envLabel = `keys[${entries.length}] (id "${ENV_KEY_ID}")`
-  for (const problem of storeProblems) problems.push(problem.replace(envLabel, 'API_KEY'))
-  if (store === undefined || problems.length > 0) throw new KeysFileError(file, problems)
-  return { store, entries }
+export function parseKeysFile(text: string, file: string, envKey?: string): KeysFileContents {
+  return readKeys(bytesSource(Buffer.from(text, 'utf8')), file, envKey) as KeysFileContents
 }
 
-/** Reads and parses the keys file; see `parseKeysFile`. Also returns the text, to detect real changes. */
-export function loadKeysFile(file: string, envKey?: string): { store: KeyStore; entries: KeyEntry[]; text: string } {
-  const text = readKeysText(file)
-  return { ...parseKeysFile(text, file, envKey), text }
-}
-
-interface Document {
-  entries: KeyEntry[]
-  problems: string[]
-  defaults: { allow?: string[]; rateLimit?: KeyEntry['rateLimit'] }
-  publicRules?: string[]
-}
-
-function parseDocument(text: string, file: string): Document {
-  const document = parseJson(text, file)
-  if (document === null || typeof document !== 'object' || Array.isArray(document)) {
-    throw new KeysFileError(file, ['must be a JSON object of the form { "keys": [ ... ] }'])
+/**
+ * Reads and parses the keys file a window at a time (see `parseKeysFile`): the text is never held
+ * whole. Also returns the SHA-256 of what was read, to tell a real change from a touch.
+ */
+export function loadKeysFile(file: string, envKey?: string, previous?: KeyStore): KeysFileContents & { contentDigest: string } {
+  const base = baseOf(previous)
+  if (base !== undefined) {
+    const layered = withKeysFile(file, (source, digest) => ({ ...readKeys(source, file, envKey, base), contentDigest: digest() }))
+    if (layered.store !== undefined) return layered as KeysFileContents & { contentDigest: string }
   }
-  const problems = Object.keys(document)
-    .filter((field) => !TOP_LEVEL_FIELDS.has(field))
-    .map((field) => `unknown top-level field ${describeField(field)}: only "keys", "defaults" and "public" are allowed`)
-  const { keys, defaults = {}, public: publicRules } = document as { keys?: unknown; defaults?: unknown; public?: unknown }
-  const defaultsValid = defaults !== null && typeof defaults === 'object' && !Array.isArray(defaults)
-  if (!defaultsValid) problems.push('"defaults" must be an object such as { "allow": [...] }')
-  else for (const field of Object.keys(defaults)) if (!DEFAULTS_FIELDS.has(field)) problems.push(`defaults: unknown field ${describeField(field)} (allowed: allow, rateLimit)`)
-  if (publicRules !== undefined && !Array.isArray(publicRules)) problems.push('"public" must be an array of rules such as "GET /status"')
-  if (!Array.isArray(keys)) throw new KeysFileError(file, ['"keys" must be an array of entries', ...problems])
-  // A loop, not push(...list): a spread of 100,000 problems overflows the call stack.
-  keys.forEach((entry, index) => {
-    for (const problem of unknownFieldsOf(entry, index)) problems.push(problem)
+  return withKeysFile(file, (source, digest) => ({ ...(readKeys(source, file, envKey) as KeysFileContents), contentDigest: digest() }))
+}
+
+/** The SHA-256 of the file's bytes, read a window at a time. */
+function contentDigestOf(file: string): string {
+  return withKeysFile(file, (source, digest) => {
+    const window = Buffer.allocUnsafe(1 << 20)
+    while (source(window, 0) > 0);
+    return digest()
   })
-  return { entries: keys as KeyEntry[], problems, defaults: defaultsValid ? (defaults as Document['defaults']) : {}, publicRules: publicRules as string[] | undefined }
+}
+
+interface TopLevel {
+  problems: string[]
+  defaults: KeyDefaults
+  publicRules?: string[]
+  keys: 'missing' | 'array' | 'not an array'
+}
+
+/** A keys file's store, and how many of its keys are the file's (API_KEY's comes after them). */
+export interface KeysFileContents {
+  store: KeyStore
+  fileKeys: number
+}
+
+/**
+ * Every entry goes into the builder as it is read: a million entries never exist as objects at
+ * once. With `base` (the table of the set being replaced), unchanged entries are kept from it; the
+ * store is then missing when so much changed that a whole new set is better (read again without).
+ */
+function readKeys(source: ByteSource, file: string, envKey?: string, base?: KeyTable): Partial<KeysFileContents> & { fileKeys: number } {
+  const reserved = envKey === undefined ? undefined : { id: ENV_KEY_ID, problem: `id "${ENV_KEY_ID}" is taken by API_KEY` }
+  const builder = base === undefined ? new KeySetBuilder(reserved) : new LayeredBuilder(base, reserved)
+  const top: TopLevel = { problems: [], defaults: {}, keys: 'missing' }
+  let count = 0
+  try {
+    readDocument(source, {
+      onNotObject: () => {
+        throw new KeysFileError(file, ['must be a JSON object of the form { "keys": [ ... ] }'])
+      },
+      onField: (name, value) => topLevelField(top, name, value),
+      onFlatEntry: (bytes, members, memberCount, index) => builder.addFlat(bytes, members, memberCount, index),
+      onEntry: (entry, index) => {
+        for (const problem of unknownFieldsOf(entry, index)) top.problems.push(problem)
+        builder.add(entry as KeyEntry, index)
+      },
+      onKeysEnd: (entries) => {
+        top.keys = 'array'
+        count = entries
+      },
+    })
+  } catch (error) {
+    if (!(error instanceof JsonSyntaxError)) throw error
+    const what = error.duplicate === undefined ? error.message : `field ${describeField(error.duplicate)} given twice in one object`
+    throw new KeysFileError(file, [`is not valid JSON at line ${error.line}, column ${error.column}: ${what}`])
+  }
+  if (top.keys !== 'array') throw new KeysFileError(file, ['"keys" must be an array of entries', ...top.problems])
+  if (envKey !== undefined) builder.add({ id: ENV_KEY_ID, key: envKey }, count, 'API_KEY')
+  const finished: { store?: KeyStore; rebuild?: true; problems: string[] } = builder.finish({ publicRules: top.publicRules, defaults: top.defaults })
+  const envLabel = `keys[${count}] (id "${ENV_KEY_ID}")`
+  for (const problem of finished.problems) top.problems.push(problem.replace(envLabel, 'API_KEY'))
+  if (top.problems.length > 0 || (finished.store === undefined && !finished.rebuild)) throw new KeysFileError(file, top.problems)
+  return { store: finished.store, fileKeys: count }
+}
+
+/** A top-level field other than an array of keys: `defaults`, `public`, a `keys` that is no array, or an unknown one. */
+function topLevelField(top: TopLevel, name: string, value: unknown): void {
+  if (name === 'keys') top.keys = 'not an array'
+  else if (name === 'public') {
+    if (Array.isArray(value)) top.publicRules = value as string[]
+    else top.problems.push('"public" must be an array of rules such as "GET /status"')
+  } else if (name === 'defaults') {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return void top.problems.push('"defaults" must be an object such as { "allow": [...] }')
+    for (const field of Object.keys(value)) if (!DEFAULTS_FIELDS.has(field)) top.problems.push(`defaults: unknown field ${describeField(field)} (allowed: allow, rateLimit)`)
+    top.defaults = value as KeyDefaults
+  } else top.problems.push(`unknown top-level field ${describeField(name)}: only "keys", "defaults" and "public" are allowed`)
 }
 
 /** A key store whose whole set is replaced in one assignment: a lookup sees the old set or the new. */
 export interface SwappableKeyStore extends KeyStore {
   swap(next: KeyStore): void
+  /** The store in service now. */
+  readonly current: KeyStore
 }
 
 /** Wraps `initial` so that it can later be swapped for another store without touching the handler. */
@@ -100,6 +141,9 @@ export function createSwappableKeyStore(initial: KeyStore): SwappableKeyStore {
     },
     get publicPolicy() {
       return current.publicPolicy
+    },
+    get current() {
+      return current
     },
     lookup: (credential: string): KeyRecord | undefined => current.lookup(credential),
     swap(next: KeyStore) {
@@ -150,15 +194,26 @@ export function watchKeysFile(file: string, onChange: () => void, onError: (erro
   }
 }
 
-function readKeysText(file: string): string {
+/**
+ * Opens the keys file and gives `use` a source over its bytes and the SHA-256 of those read so
+ * far; turns what the system says about the file into a `KeysFileError`.
+ */
+function withKeysFile<T>(file: string, use: (source: ByteSource, digest: () => string) => T): T {
   let fd: number | undefined
   try {
     // O_NONBLOCK: should the path be a FIFO, opening it must not wait for a writer.
     fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK)
     if (!fstatSync(fd).isFile()) throw new KeysFileError(file, ['is not a regular file'])
-    return readFileSync(fd, 'utf8')
+    const hash = createHash('sha256')
+    const opened = fd
+    const source: ByteSource = (into, at) => {
+      const read = readSync(opened, into, at, into.length - at, null)
+      hash.update(into.subarray(at, at + read))
+      return read
+    }
+    return use(source, () => hash.digest('hex'))
   } catch (error) {
-    if (error instanceof KeysFileError) throw error
+    if (!(error instanceof Error) || error instanceof KeysFileError || !('code' in error)) throw error
     const code = (error as NodeJS.ErrnoException).code
     const reasons: Record<string, string> = {
       ENOENT: 'file not found',
@@ -169,18 +224,6 @@ function readKeysText(file: string): string {
   } finally {
     if (fd !== undefined) closeSync(fd)
   }
-}
-
-const BOM = '\ufeff'
-
-/** Parses the text (a UTF-8 byte order mark allowed); a syntax error or a repeated field gives its line and column only. */
-function parseJson(text: string, file: string): unknown {
-  const json = text.startsWith(BOM) ? text.slice(1) : text
-  const problem = checkJson(json)
-  if (problem === undefined) return JSON.parse(json)
-  const { line, column } = lineAndColumnOf(json, problem.offset)
-  const what = problem.duplicate === undefined ? problem.message : `field ${describeField(problem.duplicate)} given twice in one object`
-  throw new KeysFileError(file, [`is not valid JSON at line ${line}, column ${column}: ${what}`])
 }
 
 function unknownFieldsOf(entry: unknown, index: number): string[] {
@@ -216,35 +259,37 @@ export function startKeysFileReloads(options: {
   file: string
   envKey?: string
   store: SwappableKeyStore
-  initialText: string
+  /** The SHA-256 of the content the store was loaded from (`loadKeysFile`'s `contentDigest`). */
+  contentDigest: string
   log: Logger
   /** Told the result of each reload that changed something or failed (for the metrics). */
   onReload?: (ok: boolean) => void
 }): KeysFileReloader {
   const { file, envKey, store, log, onReload = () => {} } = options
-  let loadedText: string | undefined = options.initialText
+  let loaded: string | undefined = options.contentDigest
   // What the last failed reload read: the same failure is not reported again for every event.
   let rejected: string | undefined
   const reload = (trigger: 'SIGHUP' | 'change'): void => {
-    let text: string | undefined
+    let seen: string | undefined
     try {
-      text = readKeysText(file)
-      // An event that left the file as it was (a touch, a rewrite of the same text) costs no parse.
-      if (trigger === 'change' && text === loadedText) {
+      // Hashing first costs a read; an event that left the file as it was (a touch, a rewrite of
+      // the same text) then costs no parse, and a bad file is not reported again for every event.
+      seen = contentDigestOf(file)
+      if (trigger === 'change' && seen === loaded) {
         rejected = undefined
         return
       }
-      if (trigger === 'change' && text === rejected) return
-      const next = parseKeysFile(text, file, envKey)
+      if (trigger === 'change' && seen === rejected) return
+      const next = loadKeysFile(file, envKey, store.current)
       store.swap(next.store)
-      loadedText = text
+      loaded = next.contentDigest
       rejected = undefined
       log.info('keys reloaded', { file, trigger, keys: next.store.size })
       onReload(true)
     } catch (error) {
       if (!(error instanceof KeysFileError)) throw error
-      // A file that cannot be read has no text: remember the message instead, so it too is said once.
-      const seen = text ?? `unreadable: ${error.problems[0]}`
+      // A file that cannot be read has no digest: remember the message instead, so it too is said once.
+      seen ??= `unreadable: ${error.problems[0]}`
       if (trigger === 'change' && seen === rejected) return
       rejected = seen
       log.error('keys reload failed: the previous keys stay in service', { file, trigger, error: summarizeProblems(error.problems), keys: store.size })
@@ -276,8 +321,8 @@ export function createKeysFileStore(
   file: string,
   options: { apiKey?: string; log?: Logger; onReload?: (ok: boolean) => void } = {},
 ): KeysFileStore {
-  const { store, text } = loadKeysFile(file, options.apiKey)
+  const { store, contentDigest } = loadKeysFile(file, options.apiKey)
   const keys = createSwappableKeyStore(store)
-  const reloader = startKeysFileReloads({ file, envKey: options.apiKey, store: keys, initialText: text, log: options.log ?? silentLogger, onReload: options.onReload })
+  const reloader = startKeysFileReloads({ file, envKey: options.apiKey, store: keys, contentDigest, log: options.log ?? silentLogger, onReload: options.onReload })
   return Object.assign(keys, reloader)
 }

@@ -1,53 +1,64 @@
 /** What deserves an operator's look in a valid keys file: `keygate check` and startup report it. Pure. */
-import type { KeyEntry } from './store.js'
+import type { KeyStore } from './store.js'
+import type { KeyTable } from './key-table.js'
 
 const DAY_MS = 86_400_000
 /** How far ahead an expiry is worth a warning. */
 export const EXPIRY_WARNING_DAYS = 30
 
+export interface KeyFinding {
+  id: string
+  expiresAtMs: number
+}
+
 /** What deserves a look in a valid keys file: expired keys, keys expiring soon, plain-text keys. */
 export interface KeysFileFindings {
-  expired: KeyEntry[]
-  expiringSoon: KeyEntry[]
-  plainText: KeyEntry[]
+  keys: number
+  expired: KeyFinding[]
+  expiringSoon: KeyFinding[]
+  /** Ids of entries with a plain-text `key`. */
+  plainText: string[]
   /** Entries with `allow` rules (their own or the defaults'). */
-  withRules: KeyEntry[]
-  /** Entries whose `allow` is empty: valid keys that may make no request. */
-  allowNothing: KeyEntry[]
+  withRules: number
+  /** Ids of entries whose `allow` is empty: valid keys that may make no request. */
+  allowNothing: string[]
   /** Entries with a rate limit (their own or the defaults'). */
-  withLimits: KeyEntry[]
+  withLimits: number
 }
 
-/** Sorts the entries of a valid file into what `keygate check` and startup report. */
-export function findingsOf(entries: readonly KeyEntry[], nowMs: number): KeysFileFindings {
+/**
+ * Sorts the keys of a store made from a file into what `keygate check` and startup report,
+ * from its columns: a million keys cost no million records. `fileKeys`: the keys from the file
+ * (the first ones; API_KEY's comes after them).
+ */
+export function findingsOf(store: KeyStore, nowMs: number, fileKeys = store.size): KeysFileFindings {
+  const table = (store as { table?: KeyTable }).table
   const soon = nowMs + EXPIRY_WARNING_DAYS * DAY_MS
-  const findings: KeysFileFindings = { expired: [], expiringSoon: [], plainText: [], withRules: [], allowNothing: [], withLimits: [] }
-  for (const entry of entries) {
-    const expiry = expiryMsOf(entry)
-    if (expiry <= nowMs) findings.expired.push(entry)
-    else if (expiry <= soon) findings.expiringSoon.push(entry)
-    if (entry.key !== undefined) findings.plainText.push(entry)
-    if (entry.allow !== undefined) findings.withRules.push(entry)
-    if (entry.allow?.length === 0) findings.allowNothing.push(entry)
-    if (entry.rateLimit !== undefined && entry.rateLimit !== null) findings.withLimits.push(entry)
+  const findings: KeysFileFindings = { keys: fileKeys, expired: [], expiringSoon: [], plainText: [], withRules: 0, allowNothing: [], withLimits: 0 }
+  if (table === undefined) return findings
+  for (let row = 0; row < fileKeys; row++) {
+    const expiresAtMs = table.expiresAt(row)
+    if (expiresAtMs <= nowMs) findings.expired.push({ id: table.id(row), expiresAtMs })
+    else if (expiresAtMs <= soon) findings.expiringSoon.push({ id: table.id(row), expiresAtMs })
+    const policy = table.policyOf(row)
+    if (policy !== undefined) findings.withRules++
+    if (policy?.rules === 0) findings.allowNothing.push(table.id(row))
+    if (table.hasLimit(row)) findings.withLimits++
+    if (table.plainTextCount > 0 && table.isPlainText(row)) findings.plainText.push(table.id(row))
   }
   return findings
-}
-
-export function expiryMsOf(entry: KeyEntry): number {
-  return entry.expiresAt === undefined ? Infinity : new Date(entry.expiresAt).getTime()
 }
 
 // A warning names a few ids, then a count: a million expired keys make one short line.
 const NAMED_IN_WARNING = 5
 
 /** One warning line for each kind of finding, and for a file without keys. */
-export function keysFileWarnings(file: string, entries: readonly KeyEntry[], nowMs: number): string[] {
-  const { expired, expiringSoon, plainText, allowNothing } = findingsOf(entries, nowMs)
-  const ids = (list: KeyEntry[]) =>
-    list.slice(0, NAMED_IN_WARNING).map((entry) => entry.id).join(', ') + (list.length > NAMED_IN_WARNING ? ` and ${list.length - NAMED_IN_WARNING} more` : '')
+export function keysFileWarnings(file: string, findings: KeysFileFindings): string[] {
+  const { expired, expiringSoon, plainText, allowNothing } = findings
+  const ids = (list: ReadonlyArray<KeyFinding | string>) =>
+    list.slice(0, NAMED_IN_WARNING).map((item) => (typeof item === 'string' ? item : item.id)).join(', ') + (list.length > NAMED_IN_WARNING ? ` and ${list.length - NAMED_IN_WARNING} more` : '')
   const warnings: string[] = []
-  if (entries.length === 0) warnings.push(`keys file ${file} has no keys: only API_KEY, if set, is accepted`)
+  if (findings.keys === 0) warnings.push(`keys file ${file} has no keys: only API_KEY, if set, is accepted`)
   if (expired.length > 0) warnings.push(`keys file ${file}: ${expired.length} expired key(s), refused: ${ids(expired)}`)
   if (expiringSoon.length > 0) warnings.push(`keys file ${file}: ${expiringSoon.length} key(s) expire within ${EXPIRY_WARNING_DAYS} days: ${ids(expiringSoon)}`)
   if (plainText.length > 0) warnings.push(`keys file ${file}: ${plainText.length} plain-text key(s), use sha256 instead: ${ids(plainText)}`)

@@ -61,6 +61,14 @@ export function compileRateLimit(spec: RateLimitSpec, id: string): RateLimit {
   }
 }
 
+/**
+ * `limit`, compiled once for many keys (with id ""), as the limit of the key `id`: what a key set
+ * does at lookup instead of holding one compiled limit per key.
+ */
+export function rateLimitFor(limit: RateLimit, id: string): RateLimit {
+  return { limit: limit.limit, windowS: limit.windowS, burst: limit.burst, intervalMs: limit.intervalMs, policyHeader: limit.policyHeader, stateKey: id + limit.stateKey }
+}
+
 /** Where the TATs live: get-and-update of one key's state. */
 export interface RateLimitStore {
   /**

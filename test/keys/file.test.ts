@@ -25,7 +25,7 @@ function problemsOf(text: string, envKey?: string): readonly string[] {
 }
 
 test('parses sha256 and plain entries with and without expiry', () => {
-  const { store, entries } = parseKeysFile(
+  const { store, fileKeys } = parseKeysFile(
     JSON.stringify({
       keys: [
         { id: 'billing', sha256: sha256('billing-key'), expiresAt: '2099-06-30T00:00:00Z' },
@@ -34,7 +34,7 @@ test('parses sha256 and plain entries with and without expiry', () => {
     }),
     FILE,
   )
-  assert.equal(entries.length, 2)
+  assert.equal(fileKeys, 2)
   assert.equal(store.lookup('billing-key')?.id, 'billing')
   assert.equal(store.lookup('billing-key')?.expiresAtMs, Date.UTC(2099, 5, 30))
   assert.equal(store.lookup('local-dev-key')?.id, 'local-dev')

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { test } from 'node:test'
-import { createKeyStore, isValidKey } from '../../dist/keys/store.js'
+import { isValidKey } from '../../dist/keys/entry-check.js'
+import { createKeyStore } from '../../dist/keys/store.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
 

@@ -1,0 +1,413 @@
+/**
+ * A strict, streaming JSON reader for the keys file. It reads bytes a window at a time, so that a
+ * file of a million entries is never held whole, and hands over the entries of the top-level
+ * `keys` array one by one as they are parsed; every other top-level field is handed over whole.
+ * It refuses what `JSON.parse` refuses, and an object with a field given twice (`JSON.parse`
+ * silently keeps the last). A fault is a `JsonSyntaxError` with its line and column and a
+ * description that never quotes the text (a keys file may hold secrets). Iterative, so deep
+ * nesting cannot overflow the stack. Pure but for the source it is given.
+ */
+import { ValueBuilder } from './json-values.js'
+
+/** Where the bytes come from: `read` fills `into` from `at` on and says how many bytes it put there (0: the end). */
+export type ByteSource = (into: Buffer, at: number) => number
+
+export class JsonSyntaxError extends Error {
+  override name = 'JsonSyntaxError'
+  constructor(
+    message: string,
+    readonly line: number,
+    readonly column: number,
+    /** For a field given twice: its name, for the caller to quote or not. */
+    readonly duplicate?: string,
+  ) {
+    super(message)
+  }
+}
+
+export interface DocumentHandlers {
+  /** The top-level value was not an object (it is given whole). */
+  onNotObject(value: unknown): void
+  /** A top-level field other than an array of `keys`. */
+  onField(name: string, value: unknown): void
+  /** The next entry of the top-level `keys` array. */
+  onEntry(value: unknown, index: number): void
+  /**
+   * The next entry, when it is a flat object of plain strings (printable ASCII, no escapes; no
+   * field twice): `members` holds, per field, the offsets in `bytes` of its name and its value
+   * (start, end, start, end), valid only during the call. False: the reader builds it for `onEntry`.
+   */
+  onFlatEntry?(bytes: Buffer, members: Int32Array, count: number, index: number): boolean
+  /** `keys` was an array (called at its end, with the number of entries). */
+  onKeysEnd(count: number): void
+}
+
+const WINDOW_BYTES = 1 << 20
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const COMMA = 0x2c
+const COLON = 0x3a
+const OPEN_OBJECT = 0x7b
+const CLOSE_OBJECT = 0x7d
+const OPEN_ARRAY = 0x5b
+const CLOSE_ARRAY = 0x5d
+const NEWLINE = 0x0a
+const ESCAPES = new Set([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74]) // " \ / b f n r t
+const BAD_STRING = 'a string with a control character, an escape JSON does not have, or no closing quote'
+const BAD_VALUE = 'expected a value (object, array, string, number, true, false or null)'
+
+/** Reads a whole document from `source`, telling `handlers` what it holds; throws `JsonSyntaxError`. */
+export function readDocument(source: ByteSource, handlers: DocumentHandlers): void {
+  const reader = new Reader(source)
+  reader.skipBom()
+  reader.skipSpace()
+  if (reader.peek() !== OPEN_OBJECT) handlers.onNotObject(reader.value())
+  else reader.topLevelObject(handlers)
+  reader.skipSpace()
+  if (reader.peek() !== -1) reader.fail('more text after the end of the JSON document')
+}
+
+/** The bytes of the document, a window at a time, and a parser over them. */
+export class Reader {
+  private buf = Buffer.allocUnsafe(WINDOW_BYTES)
+  private pos = 0
+  private end = 0
+  /** Bytes of the document before `buf[0]`. */
+  private base = 0
+  private line = 1
+  /** Offset in the document of the first byte of the current line. */
+  private lineStart = 0
+  private atEnd = false
+  /** The flat entry last scanned: offsets of each field's name and value (see `onFlatEntry`). */
+  private readonly members = new Int32Array(FLAT_MEMBERS * 4)
+  private memberCount = 0
+
+  constructor(private readonly source: ByteSource) {}
+
+  /** The byte at the read position, or -1 at the end of the document. */
+  peek(): number {
+    if (this.pos < this.end || this.fill()) return this.buf[this.pos] as number
+    return -1
+  }
+
+  /** Line and column (both from 1) of the read position. */
+  where(): [line: number, column: number] {
+    return [this.line, this.base + this.pos - this.lineStart + 1]
+  }
+
+  fail(message: string, duplicate?: string, [line, column] = this.where()): never {
+    throw new JsonSyntaxError(message, line, column, duplicate)
+  }
+
+  /** Moves past the byte at the read position (a bracket the caller has peeked at). */
+  advance(): void {
+    this.pos++
+  }
+
+  skipBom(): void {
+    if (this.peek() === 0xef && this.ensure(3) && this.buf[this.pos + 1] === 0xbb && this.buf[this.pos + 2] === 0xbf) {
+      this.pos += 3
+      this.lineStart = this.base + this.pos
+    }
+  }
+
+  skipSpace(): void {
+    for (;;) {
+      if (this.pos >= this.end && !this.fill()) return
+      const c = this.buf[this.pos] as number
+      if (c === NEWLINE) {
+        this.line++
+        this.lineStart = this.base + this.pos + 1
+      } else if (c !== 0x20 && c !== 0x0d && c !== 0x09) return
+      this.pos++
+    }
+  }
+
+  /** The top-level object: `keys` streamed entry by entry when it is an array, the rest whole. */
+  topLevelObject(handlers: DocumentHandlers): void {
+    this.advance() // {
+    const seen: string[] = []
+    this.skipSpace()
+    if (this.peek() === CLOSE_OBJECT) return void this.pos++
+    for (;;) {
+      const name = this.fieldName(seen)
+      this.skipSpace()
+      if (name === 'keys' && this.peek() === OPEN_ARRAY) handlers.onKeysEnd(this.entries(handlers))
+      else handlers.onField(name, this.value())
+      if (this.afterMember(CLOSE_OBJECT)) return
+    }
+  }
+
+  /** The elements of the `keys` array, each built and handed over; returns their number. */
+  private entries(handlers: DocumentHandlers): number {
+    this.pos++ // [
+    this.skipSpace()
+    if (this.peek() === CLOSE_ARRAY) {
+      this.pos++
+      return 0
+    }
+    let count = 0
+    for (;;) {
+      if (!this.flatEntry(handlers, count)) handlers.onEntry(this.value(), count)
+      count++
+      if (this.afterMember(CLOSE_ARRAY)) return count
+    }
+  }
+
+  /**
+   * The fast path for the usual entry, `{"id": "...", "sha256": "..."}`: its bytes are handed over
+   * where they lie, with no string or object made. Anything else (another kind of value, an escape,
+   * a byte outside printable ASCII, a field twice, more than FLAT_MEMBERS fields) is left unread.
+   */
+  private flatEntry(handlers: DocumentHandlers, index: number): boolean {
+    if (handlers.onFlatEntry === undefined || this.peek() !== OPEN_OBJECT) return false
+    const end = this.flatObjectEnd()
+    if (end === -1 || !handlers.onFlatEntry(this.buf, this.members, this.memberCount, index)) return false
+    this.passLines(end)
+    this.pos = end
+    return true
+  }
+
+  /**
+   * Scans the flat object at the read position into `members`; the offset after it, or -1. Leaves
+   * `pos` where it was. Strings are only delimited here: the handler accepts an entry only when it
+   * has checked every byte of it (a hex digest, an id's characters), so no escape or control byte
+   * passes; any other entry goes the general way, which checks everything.
+   */
+  private flatObjectEnd(): number {
+    this.ensure(FLAT_LOOKAHEAD) // near the end of the document there is less: the scan stops there
+    const { buf, end, members } = this
+    let count = 0
+    for (let i = skipSpaces(buf, this.pos + 1, end); ; ) {
+      if (i >= end || buf[i] !== QUOTE || count === FLAT_MEMBERS) return -1
+      const nameEnd = quoteAfter(buf, i + 1, end)
+      members[count * 4] = i + 1
+      members[count * 4 + 1] = nameEnd
+      i = skipSpaces(buf, nameEnd + 1, end)
+      if (i >= end || buf[i] !== COLON) return -1
+      i = skipSpaces(buf, i + 1, end)
+      if (i >= end || buf[i] !== QUOTE) return -1
+      const valueEnd = quoteAfter(buf, i + 1, end)
+      members[count * 4 + 2] = i + 1
+      members[count * 4 + 3] = valueEnd
+      if (valueEnd >= end || repeatsName(buf, members, count)) return -1
+      count++
+      i = skipSpaces(buf, valueEnd + 1, end)
+      if (i < end && buf[i] === COMMA) {
+        i = skipSpaces(buf, i + 1, end)
+        continue
+      }
+      if (i >= end || buf[i] !== CLOSE_OBJECT) return -1
+      this.memberCount = count
+      return i + 1
+    }
+  }
+
+  /** Counts the lines of a flat entry that the handler accepted (`JSON.stringify(file, null, 2)` writes them). */
+  private passLines(until: number): void {
+    for (let at = this.buf.indexOf(NEWLINE, this.pos); at !== -1 && at < until; at = this.buf.indexOf(NEWLINE, at + 1)) {
+      this.line++
+      this.lineStart = this.base + at + 1
+    }
+  }
+
+  /**
+   * After a member of an object or array: true at its closing bracket (consumed), false after a
+   * comma followed by another member.
+   */
+  afterMember(close: number): boolean {
+    this.skipSpace()
+    const c = this.peek()
+    if (c === close) {
+      this.pos++
+      return true
+    }
+    const bracket = close === CLOSE_OBJECT ? '}' : ']'
+    if (c === COMMA) {
+      const comma = this.where()
+      this.pos++
+      this.skipSpace()
+      if (this.peek() === close) this.fail(`a trailing comma before "${bracket}"`, undefined, comma)
+      return false
+    }
+    if (c === -1) this.fail(`the text ends inside an ${close === CLOSE_OBJECT ? 'object' : 'array'}`)
+    return this.fail(`expected "," or "${bracket}"`)
+  }
+
+  /** A field name and its colon; refuses one already in `seen` (which it joins). */
+  fieldName(seen: string[] | Set<string>): string {
+    this.skipSpace()
+    const c = this.peek()
+    if (c !== QUOTE) this.fail(c === -1 ? 'the text ends inside an object' : 'expected a field name in double quotes')
+    const at = this.where()
+    const name = this.string()
+    if (seen instanceof Set ? seen.has(name) : seen.includes(name)) this.fail('a field given twice in one object', name, at)
+    if (seen instanceof Set) seen.add(name)
+    else seen.push(name)
+    this.skipSpace()
+    if (this.peek() !== COLON) this.fail('expected ":" after the field name')
+    this.pos++
+    return name
+  }
+
+  /** Any value, built as `JSON.parse` would build it, without recursion. */
+  value(): unknown {
+    return new ValueBuilder(this).build()
+  }
+
+  /** The string at the read position (a quote), decoded. */
+  string(): string {
+    let i = this.pos + 1
+    let plain = true
+    for (;;) {
+      if (i >= this.end) {
+        const shift = this.pos
+        if (!this.fill(shift)) this.fail(BAD_STRING)
+        i -= shift
+        continue
+      }
+      const c = this.buf[i] as number
+      if (c === QUOTE) break
+      if (c < 0x20) this.fail(BAD_STRING)
+      if (c >= 0x80) plain = false
+      if (c === BACKSLASH) {
+        i = this.pos + this.checkEscape(i - this.pos)
+        plain = false
+      }
+      i++
+    }
+    const start = this.pos + 1
+    this.pos = i + 1
+    if (plain) return this.buf.toString('latin1', start, i)
+    const raw = this.buf.toString('utf8', start, i)
+    return raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw
+  }
+
+  /** Checks the escape at `offset` from the read position; returns the offset of its last byte. */
+  private checkEscape(offset: number): number {
+    if (!this.ensure(offset + 2)) this.fail(BAD_STRING)
+    const next = this.buf[this.pos + offset + 1] as number
+    if (next !== 0x75 /* u */) {
+      if (!ESCAPES.has(next)) this.fail(BAD_STRING)
+      return offset + 1
+    }
+    if (!this.ensure(offset + 6)) this.fail(BAD_STRING)
+    const at = this.pos + offset
+    for (let k = at + 2; k < at + 6; k++) if (!isHexDigit(this.buf[k] as number)) this.fail(BAD_STRING)
+    return offset + 5
+  }
+
+  /** A number, `true`, `false` or `null` at the read position. */
+  scalar(): number | boolean | null {
+    const c = this.peek()
+    for (const [word, value] of LITERALS) if (c === word.charCodeAt(0) && this.matches(word)) return value
+    const length = this.numberLength()
+    if (length === 0) this.fail(BAD_VALUE)
+    const text = this.buf.toString('latin1', this.pos, this.pos + length)
+    this.pos += length
+    return Number(text)
+  }
+
+  private matches(word: string): boolean {
+    if (!this.ensure(word.length)) return false
+    for (let k = 0; k < word.length; k++) if (this.buf[this.pos + k] !== word.charCodeAt(k)) return false
+    this.pos += word.length
+    return true
+  }
+
+  /** The length of the JSON number at the read position, 0 when there is none: -?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)? */
+  private numberLength(): number {
+    this.ensure(400) // longer numbers than this are not worth a keys file; they are cut (and refused) there
+    let i = this.pos
+    const at = (k: number) => (k < this.end ? (this.buf[k] as number) : -1)
+    if (at(i) === 0x2d) i++
+    if (at(i) === 0x30) i++
+    else if (isDigit(at(i))) while (isDigit(at(i))) i++
+    else return 0
+    if (at(i) === 0x2e) {
+      if (!isDigit(at(++i))) return 0
+      while (isDigit(at(i))) i++
+    }
+    if (at(i) === 0x65 || at(i) === 0x45) {
+      i++
+      if (at(i) === 0x2b || at(i) === 0x2d) i++
+      if (!isDigit(at(i))) return 0
+      while (isDigit(at(i))) i++
+    }
+    return i - this.pos
+  }
+
+  /** Makes `count` bytes from the read position available; false when the document ends first. */
+  private ensure(count: number): boolean {
+    while (this.end - this.pos < count) if (!this.fill(this.pos)) return false
+    return true
+  }
+
+  /**
+   * Reads more bytes: what is left from `keep` on (the start of a token being read) moves to the
+   * front, and the window grows when that alone fills it. False at the end of the document.
+   */
+  private fill(keep = this.pos): boolean {
+    if (this.atEnd) return false
+    if (keep > 0) {
+      this.buf.copy(this.buf, 0, keep, this.end)
+      this.base += keep
+      this.pos -= keep
+      this.end -= keep
+    }
+    if (this.end === this.buf.length) {
+      const bigger = Buffer.allocUnsafe(this.buf.length * 2)
+      this.buf.copy(bigger, 0, 0, this.end)
+      this.buf = bigger
+    }
+    const read = this.source(this.buf, this.end)
+    if (read === 0) this.atEnd = true
+    this.end += read
+    return read > 0
+  }
+}
+
+// A flat entry is read from the window when it fits in this many bytes and has at most FLAT_MEMBERS fields.
+const FLAT_LOOKAHEAD = 4096
+const FLAT_MEMBERS = 8
+
+/** The offset of the next quote from `from` on, or `end`. */
+function quoteAfter(buf: Buffer, from: number, end: number): number {
+  let i = from
+  while (i < end && buf[i] !== QUOTE) i++
+  return i
+}
+
+function skipSpaces(buf: Buffer, from: number, end: number): number {
+  let i = from
+  for (let c = buf[i]; i < end && (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09); c = buf[++i]);
+  return i
+}
+
+/** Whether the name of member `last` is the name of an earlier one. */
+function repeatsName(buf: Buffer, members: Int32Array, last: number): boolean {
+  const start = members[last * 4] as number
+  const length = (members[last * 4 + 1] as number) - start
+  for (let m = 0; m < last; m++) {
+    const other = members[m * 4] as number
+    if ((members[m * 4 + 1] as number) - other !== length) continue
+    let same = true
+    for (let k = 0; k < length && same; k++) same = buf[start + k] === buf[other + k]
+    if (same) return true
+  }
+  return false
+}
+
+const LITERALS: ReadonlyArray<[string, boolean | null]> = [['true', true], ['false', false], ['null', null]]
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39
+const isHexDigit = (c: number) => isDigit(c) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66)
+
+/** A source over bytes already in memory (a string's UTF-8, say). */
+export function bytesSource(bytes: Buffer): ByteSource {
+  let offset = 0
+  return (into, at) => {
+    const count = bytes.copy(into, at, offset)
+    offset += count
+    return count
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * Builds a key set entry by entry into packed columns (key-table.ts): a million entries never
+ * exist as a million objects at once. Pure: no I/O.
+ */
+import { ByteStringSet, MAX_ROWS } from './columns.js'
+import {
+  digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, policyOf, rateLimitOf, where,
+  type KeyEntry,
+} from './entry-check.js'
+import { hexToWords } from './digest-index.js'
+import { DigestKeyStore, INHERIT, KeyColumns, KeyTable, NO_LIMIT, type CheckedEntry } from './key-table.js'
+import { compilePolicy, type Policy } from './policy.js'
+import type { KeyStore } from './store.js'
+import { compileRateLimit, type RateLimit, type RateLimitSpec } from '../limits/rate-limit.js'
+
+/** What every entry without rules or a limit of its own gets (the keys file's `defaults`). */
+export interface KeyDefaults {
+  allow?: string[]
+  rateLimit?: RateLimitSpec | null
+}
+
+/**
+ * Checks entries one at a time into the columns of a key set. Each bad entry adds one problem;
+ * `finish` makes the store, or none. `check` and `put` are the two halves of `add`, for a reload
+ * that finds most entries in the set it replaces (layered-store.ts).
+ */
+export class KeySetBuilder {
+  readonly problems: string[] = []
+  readonly columns = new KeyColumns()
+  /** The ids so far: not part of the finished set, which needs no lookup by id. */
+  readonly idSet = new ByteStringSet(this.columns.ids)
+  // Rules and limits are compiled once per distinct value: a million keys usually share a few.
+  private readonly policyCodes = new Map<string, number | Error>()
+  private readonly limitCodes = new Map<string, number | Error>()
+  /** Ids of entries that had a problem after their id was read (few: each is a problem). */
+  private readonly failedIds = new Set<string>()
+  /** The fast path's entry, reused: no object per entry. */
+  private readonly flat: CheckedEntry = { index: 0, idBytes: Buffer.alloc(0), idStart: 0, idLength: 0, digest: undefined, expiresAtMs: Infinity, policyCode: INHERIT, limitCode: INHERIT, plainText: false }
+  readonly flatWords = new Int32Array(8)
+
+  /** `reservedId`: an id no entry may have (`env` when API_KEY is set), and the problem it gives. */
+  constructor(private readonly reservedId?: { id: string; problem: string }) {}
+
+  /**
+   * Checks `entry` (the `index`th) and adds it, or adds its first problem. The entry `API_KEY`
+   * gives may have the reserved id, and is no plain-text key to warn about.
+   */
+  add(entry: KeyEntry, index: number, from: 'entries' | 'API_KEY' = 'entries'): void {
+    const checked = this.check(entry, index, from)
+    if (checked !== undefined) this.put(checked)
+  }
+
+  /** Every check of `add` (a problem is added, and undefined returned); the id counts as taken until `put` or `release`. */
+  check(entry: KeyEntry, index: number, from: 'entries' | 'API_KEY' = 'entries'): CheckedEntry | undefined {
+    try {
+      if (this.columns.count >= MAX_ROWS) throw new TypeError(`keys[${index}]: a key set holds at most ${MAX_ROWS.toLocaleString('en-US')} keys`)
+      const id = idOf(entry, index)
+      if (id === this.reservedId?.id && from === 'entries') throw new TypeError(`${where(index, id)}: ${this.reservedId.problem}`)
+      const idBytes = Buffer.from(id, 'latin1')
+      if (this.idSet.find(idBytes, 0, idBytes.length) !== -1 || this.failedIds.has(id)) throw new TypeError(`${where(index, id)}: id is used by an earlier entry`)
+      // A bad entry still holds its id: a second entry with it is a second problem.
+      this.failedIds.add(id)
+      const digest = digestOfEntry(entry, index)
+      const expiresAtMs = parseExpiry(entry.expiresAt, index, id)
+      const policyCode = entry.allow === undefined ? INHERIT : this.code(this.policyCodes, this.columns.policies, this.columns.policyKeys, entry.allow, () => policyOf(entry.allow, index, id))
+      const limitCode = entry.rateLimit === undefined ? INHERIT : entry.rateLimit === null ? NO_LIMIT : this.code(this.limitCodes, this.columns.limits, this.columns.limitKeys, entry.rateLimit, () => rateLimitOf(entry.rateLimit, index, id))
+      return { index, idBytes, idStart: 0, idLength: idBytes.length, digest, expiresAtMs, policyCode, limitCode, plainText: entry.key !== undefined && from === 'entries' }
+    } catch (error) {
+      this.problems.push((error as Error).message)
+      return undefined
+    }
+  }
+
+  /** Adds a checked entry as the next row. */
+  put(entry: CheckedEntry): void {
+    if (entry.digest === undefined) this.columns.digests.addWords(this.flatWords)
+    else this.columns.digests.addLatin1(entry.digest)
+    const row = this.commit(entry.idBytes, entry.idStart, entry.idLength, entry.expiresAtMs)
+    if (row === undefined) {
+      this.columns.digests.count-- // a repeated id (the fast path checks it only here): `add` will say so
+      return
+    }
+    if (entry.policyCode !== INHERIT) this.columns.policyCodes.set(row, entry.policyCode)
+    if (entry.limitCode !== INHERIT) this.columns.limitCodes.set(row, entry.limitCode)
+    if (entry.plainText) {
+      this.columns.plainText.set(row, 1)
+      this.columns.plainTextCount++
+    }
+    if (entry.digest !== undefined) this.release(entry)
+  }
+
+  /** The id of a checked entry that will not be `put` no longer counts as taken. */
+  release(entry: CheckedEntry): void {
+    if (this.failedIds.size > 0) this.failedIds.delete(entry.idBytes.toString('latin1', entry.idStart, entry.idStart + entry.idLength))
+  }
+
+  /**
+   * The fast path for `{ "id", "sha256" [, "expiresAt"] }` given as byte ranges (json-reader.ts):
+   * true when the entry was added; false, with nothing added, for anything else or anything wrong
+   * (the caller then builds the entry and `add` says what is wrong).
+   */
+  addFlat(bytes: Buffer, members: Int32Array, count: number, index: number): boolean {
+    const entry = this.checkFlat(bytes, members, count, index)
+    if (entry === undefined) return false
+    const before = this.columns.count
+    this.put(entry)
+    return this.columns.count > before
+  }
+
+  /**
+   * The checks of the fast path; the digest is left in `flatWords`, the entry returned is reused
+   * by the next call. Undefined for anything the general path must look at. Does not check that
+   * the id is new: `put` does.
+   */
+  checkFlat(bytes: Buffer, members: Int32Array, count: number, index: number): CheckedEntry | undefined {
+    let id = -1
+    let sha256 = -1
+    let expiresAt = -1
+    for (let m = 0; m < count * 4; m += 4) {
+      const start = members[m] as number
+      const end = members[m + 1] as number
+      if (isName(bytes, start, end, FLAT_NAMES.id)) id = m
+      else if (isName(bytes, start, end, FLAT_NAMES.sha256)) sha256 = m
+      else if (isName(bytes, start, end, FLAT_NAMES.expiresAt)) expiresAt = m
+      else return undefined // the reader has made sure that no name comes twice
+    }
+    if (id === -1 || sha256 === -1 || this.columns.count >= MAX_ROWS) return undefined
+    const idStart = members[id + 2] as number
+    const idEnd = members[id + 3] as number
+    const hexStart = members[sha256 + 2] as number
+    if (!isIdBytes(bytes, idStart, idEnd) || (members[sha256 + 3] as number) - hexStart !== 64) return undefined
+    if ((this.reservedId !== undefined || this.failedIds.size > 0) && this.takenByName(bytes.toString('latin1', idStart, idEnd))) return undefined
+    const expiry = expiresAt === -1 ? undefined : bytes.toString('latin1', members[expiresAt + 2] as number, members[expiresAt + 3] as number)
+    if (expiry !== undefined && !isRealDate(expiry)) return undefined
+    if (!hexToWords(bytes, hexStart, this.flatWords)) return undefined
+    const entry = this.flat
+    entry.index = index
+    entry.idBytes = bytes
+    entry.idStart = idStart
+    entry.idLength = idEnd - idStart
+    entry.expiresAtMs = expiry === undefined ? Infinity : Date.parse(expiry)
+    return entry
+  }
+
+  /** The store of every entry added, with `defaults` for those without their own; or the problems. */
+  finish(options: FinishOptions = {}): { store?: KeyStore; problems: string[] } {
+    const compiled = this.compileShared(options)
+    if (compiled === undefined) return { problems: this.problems }
+    const table = KeyTable.build(this.columns, compiled.defaults)
+    if (!(table instanceof KeyTable)) {
+      const [first, second] = table.duplicate
+      return { problems: [`${where(second, this.columns.ids.get(second))}: same key as entry "${this.columns.ids.get(first)}"`] }
+    }
+    return { store: new DigestKeyStore(table, compiled.publicPolicy), problems: this.problems }
+  }
+
+  /** The public rules and the defaults, compiled; undefined when anything (these or an entry) had a problem. */
+  compileShared(options: FinishOptions): { publicPolicy?: Policy; defaults: { policy?: Policy; limit?: RateLimit } } | undefined {
+    const { problems } = this
+    const publicPolicy = this.compileOr(() => (options.publicRules === undefined ? undefined : compilePolicy(options.publicRules)), (message) => message.replace(/^allow\[/, 'public['))
+    const { allow, rateLimit } = options.defaults ?? {}
+    const policy = this.compileOr(() => (allow === undefined ? undefined : compilePolicy(allow)), (message) => `defaults: ${message}`)
+    const limit = this.compileOr(() => (rateLimit === undefined || rateLimit === null ? undefined : compileRateLimit(rateLimit, '')), (message) => `defaults: ${message}`)
+    return problems.length > 0 ? undefined : { publicPolicy, defaults: { policy, limit } }
+  }
+
+  private takenByName(id: string): boolean {
+    return id === this.reservedId?.id || this.failedIds.has(id)
+  }
+
+  /** Writes the row whose digest was just added; returns the row, or undefined (nothing written) when its id is taken. */
+  private commit(idBytes: Buffer, start: number, length: number, expiresAtMs: number): number | undefined {
+    const row = this.columns.count - 1
+    if (!this.idSet.insertIfNew(idBytes, start, length, row)) return undefined
+    this.columns.ids.set(row, idBytes, start, length)
+    if (expiresAtMs !== Infinity) this.columns.expiry.set(row, expiresAtMs)
+    return row
+  }
+
+  /** The code of a distinct rule list or limit: compiled the first time it is seen; a bad one throws each time. */
+  private code<T>(codes: Map<string, number | Error>, compiled: Array<T | undefined>, keys: string[], value: unknown, compile: () => T | undefined): number {
+    const key = JSON.stringify(value)
+    let code = codes.get(key)
+    if (code === undefined) {
+      try {
+        code = compiled.push(compile()) - 1
+        keys.push(key)
+      } catch (error) {
+        code = error as Error
+      }
+      codes.set(key, code)
+    }
+    if (typeof code === 'number') return code
+    compile() // throws again, with a message that names this entry
+    throw code
+  }
+
+  private compileOr<T>(compile: () => T, describe: (message: string) => string): T | undefined {
+    try {
+      return compile()
+    } catch (error) {
+      this.problems.push(describe((error as Error).message))
+      return undefined
+    }
+  }
+}
+
+export interface FinishOptions {
+  publicRules?: readonly string[]
+  defaults?: KeyDefaults
+}
