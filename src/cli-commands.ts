@@ -3,8 +3,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { isValidKey, isValidKeyId, type KeyEntry } from './keys/entry-check.js'
 import { tryCreateKeyStore } from './keys/store.js'
-import { KeysFileError, loadKeysFile } from './keys/file.js'
-import { EXPIRY_WARNING_DAYS, findingsOf, type KeyFinding, type KeysFileFindings } from './keys/findings.js'
+import { checkKeysFile, KeysFileError } from './keys/file.js'
+import { EXPIRY_WARNING_DAYS, type KeyFinding, type KeysFileFindings } from './keys/findings.js'
 import { generateKey } from './keys/keygen.js'
 import { VERSION } from './version.js'
 
@@ -97,8 +97,8 @@ function hash(input: string): number {
 
 function check(file: string): number {
   try {
-    const { store } = loadKeysFile(file)
-    process.stdout.write(summarize(file, findingsOf(store, Date.now()), store.publicPolicy?.rules ?? 0))
+    const { findings, publicRules } = checkKeysFile(file, Date.now())
+    process.stdout.write(summarize(file, findings, publicRules))
     return 0
   } catch (error) {
     if (!(error instanceof KeysFileError)) throw error

@@ -87,74 +87,105 @@ export class ByteStrings {
   }
 }
 
-/** FNV-1a of the bytes, as an int32. */
+/** FNV-1a of the bytes. */
 export function hashBytes(bytes: Buffer, start: number, length: number): number {
   let h = 0x811c9dc5 | 0
   for (let i = start; i < start + length; i++) h = Math.imul(h ^ (bytes[i] as number), 0x01000193)
-  return h
+  return h >>> 0
 }
 
-/** Rows a `ByteStringSet` can tell apart: a slot packs 24 bits of row and 8 of hash. */
-export const MAX_ROWS = (1 << 24) - 2
+/**
+ * Rows 0..count-1 in the order of `keys` (stable: equal keys keep the order of their rows), by a
+ * radix sort of 11 bits a pass, as many passes as the largest key needs: a million rows in tens
+ * of milliseconds with (nearly) sequential memory access, where a hash table of a million
+ * entries is a million cache misses. Keys travel with their rows, so no pass reads at random.
+ */
+export function radixOrder(keys: Uint32Array, count: number): Uint32Array {
+  return radixSort(keys, count).order
+}
+
+/** `radixOrder`, and the keys in that order. */
+function radixSort(keys: Uint32Array, count: number): { order: Uint32Array; sorted: Uint32Array } {
+  let order = new Uint32Array(count)
+  let next = new Uint32Array(count)
+  let sorted = keys.slice(0, count)
+  let nextKeys = new Uint32Array(count)
+  for (let row = 0; row < count; row++) order[row] = row
+  let largest = 0
+  for (let i = 0; i < count; i++) largest = Math.max(largest, sorted[i] as number)
+  const counts = new Uint32Array(1 << RADIX_BITS)
+  for (let shift = 0; shift < 32 && largest >>> shift !== 0; shift += RADIX_BITS) {
+    counts.fill(0)
+    for (let i = 0; i < count; i++) {
+      const digit = ((sorted[i] as number) >>> shift) & RADIX_MASK
+      counts[digit] = (counts[digit] as number) + 1
+    }
+    let sum = 0
+    for (let digit = 0; digit < counts.length; digit++) {
+      const n = counts[digit] as number
+      counts[digit] = sum
+      sum += n
+    }
+    for (let i = 0; i < count; i++) {
+      const key = sorted[i] as number
+      const digit = (key >>> shift) & RADIX_MASK
+      const to = counts[digit] as number
+      counts[digit] = to + 1
+      next[to] = order[i] as number
+      nextKeys[to] = key
+    }
+    ;[order, next, sorted, nextKeys] = [next, order, nextKeys, sorted]
+  }
+  return { order, sorted }
+}
+
+const RADIX_BITS = 11
+const RADIX_MASK = (1 << RADIX_BITS) - 1
 
 /**
- * Which rows hold which byte strings, to find a repeated id among a million without a million
- * JS strings: an open-addressing table, grown at half full, whose slot packs row + 1 (0: empty)
- * with the top 8 bits of the hash, so that most probes of a full slot compare no bytes. 8 MB
- * for a million rows, and only while a key set is being built.
+ * Calls `visit(rows)` for each group of two or more rows whose keys are equal (rows in ascending
+ * order): what is left to compare after a sort by a hash. Sorting by the low 22 bits takes two
+ * passes instead of three; rows alike in those are few, and their whole keys are compared.
  */
-export class ByteStringSet {
-  private slots = new Int32Array(1 << 12)
-  private count = 0
-
-  constructor(private readonly strings: ByteStrings) {}
-
-  /** The row that holds these bytes already, or -1. */
-  find(from: Buffer, start: number, length: number): number {
-    const hash = hashBytes(from, start, length)
-    const mask = this.slots.length - 1
-    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
-      const packed = this.slots[slot] as number
-      if (packed === 0) return -1
-      if (packed >>> 24 === hash >>> 24 && this.strings.equals((packed & 0xffffff) - 1, from, start, length)) return (packed & 0xffffff) - 1
-    }
+export function forEachCollision(keys: Uint32Array, count: number, visit: (rows: number[]) => void): void {
+  const low = new Uint32Array(count)
+  for (let row = 0; row < count; row++) low[row] = (keys[row] as number) & LOW_MASK
+  const { order, sorted } = radixSort(low, count)
+  for (let i = 0; i < count; ) {
+    let end = i + 1
+    while (end < count && sorted[end] === sorted[i]) end++
+    if (end - i > 1) visitEqual(keys, order.subarray(i, end), visit)
+    i = end
   }
+}
 
-  /** The row that holds the bytes of row `row` of `other`, or -1. */
-  findRowOf(other: ByteStrings, row: number): number {
-    const hash = other.hash(row)
-    const mask = this.slots.length - 1
-    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
-      const packed = this.slots[slot] as number
-      if (packed === 0) return -1
-      if (packed >>> 24 === hash >>> 24 && this.strings.equalsRow((packed & 0xffffff) - 1, other, row)) return (packed & 0xffffff) - 1
-    }
-  }
+const LOW_MASK = (1 << 22) - 1
 
-  /** Records `row` (< MAX_ROWS) for these bytes, which it must hold before the next `find`; false when a row holds them already. */
-  insertIfNew(from: Buffer, start: number, length: number, row: number): boolean {
-    if ((this.count + 1) * 2 > this.slots.length) this.grow()
-    const hash = hashBytes(from, start, length)
-    const mask = this.slots.length - 1
-    let slot = hash & mask
-    for (let packed = this.slots[slot] as number; packed !== 0; slot = (slot + 1) & mask, packed = this.slots[slot] as number) {
-      if (packed >>> 24 === hash >>> 24 && this.strings.equals((packed & 0xffffff) - 1, from, start, length)) return false
+/** Among `rows` (alike in their low bits, usually two), the groups whose whole keys are equal. */
+function visitEqual(keys: Uint32Array, rows: Uint32Array, visit: (rows: number[]) => void): void {
+  for (let a = 0; a < rows.length; a++) {
+    const key = keys[rows[a] as number]
+    let group: number[] | undefined
+    let seenBefore = false
+    for (let b = 0; b < rows.length && !seenBefore; b++) {
+      if (b === a || keys[rows[b] as number] !== key) continue
+      if (b < a) seenBefore = true // this group was visited from its first row
+      else (group ??= [rows[a] as number]).push(rows[b] as number)
     }
-    this.slots[slot] = ((hash >>> 24) << 24) | (row + 1)
-    this.count++
-    return true
+    if (group !== undefined && !seenBefore) visit(group.sort((x, y) => x - y))
   }
+}
 
-  private grow(): void {
-    const old = this.slots
-    this.slots = new Int32Array(old.length * 2)
-    const mask = this.slots.length - 1
-    for (const packed of old) {
-      if (packed === 0) continue
-      const row = (packed & 0xffffff) - 1
-      let slot = this.strings.hash(row) & mask
-      while (this.slots[slot] !== 0) slot = (slot + 1) & mask
-      this.slots[slot] = packed
+/** Pairs of rows of `strings` holding the same bytes, as [earlier, later]. */
+export function repeatedStrings(strings: ByteStrings, count: number): Array<[number, number]> {
+  const hashes = new Uint32Array(count)
+  for (let row = 0; row < count; row++) hashes[row] = strings.hash(row)
+  const repeats: Array<[number, number]> = []
+  forEachCollision(hashes, count, (rows) => {
+    for (let a = 1; a < rows.length; a++) {
+      const earlier = rows.slice(0, a).find((b) => strings.equalsRow(b, strings, rows[a] as number))
+      if (earlier !== undefined) repeats.push([earlier, rows[a] as number])
     }
-  }
+  })
+  return repeats
 }

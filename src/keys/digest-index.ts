@@ -4,6 +4,8 @@
  * digests misses the CPU caches where one of a single digest hits them, which made lookup time
  * tell (roughly) how many keys are loaded. Pure: no I/O.
  */
+import { forEachCollision, radixOrder } from './columns.js'
+
 const SLOTS_PER_BUCKET = 8 // (tag, row + 1) pairs of int32: a bucket is one 64-byte cache line
 const INTS_PER_BUCKET = SLOTS_PER_BUCKET * 2
 const MIN_BUCKETS = 1 << 15 // 2 MiB of table: room for about 150,000 keys before it grows
@@ -95,6 +97,22 @@ export function createDigestIndex(digests: readonly string[]): DigestIndex {
   if ('duplicate' in built) throw new RangeError(`digest ${built.duplicate[1]} repeats digest ${built.duplicate[0]}`)
   return built.index
 }
+
+/** A digest given twice, as its two rows, found without building an index (what a check of the file needs). */
+export function repeatedDigest(rows: DigestRows): [number, number] | undefined {
+  const firstWords = new Uint32Array(rows.count)
+  for (let row = 0; row < rows.count; row++) firstWords[row] = rows.word(row, 0)
+  let repeat: [number, number] | undefined
+  forEachCollision(firstWords, rows.count, (group) => {
+    for (let a = 0; a < group.length; a++) {
+      for (let b = a + 1; b < group.length; b++) if (repeat === undefined && rows.sameAs(group[a] as number, group[b] as number)) repeat = [group[a] as number, group[b] as number]
+    }
+  })
+  return repeat
+}
+
+/** An index for a set that is only checked, never asked: it finds nothing. */
+export const NO_INDEX: DigestIndex = { find: () => NOT_FOUND, findWords: () => NOT_FOUND }
 
 /** Indexes the rows; a digest given twice is reported as the rows of its two places instead. */
 export function indexDigestRows(rows: DigestRows): { index: DigestIndex } | { duplicate: [first: number, second: number] } {
@@ -199,31 +217,56 @@ function word(digest: string, at: number): number {
 /**
  * The bucket table: a slot holds a digest's tag and its row plus one; 0 there means empty.
  * Undefined: the table is too small (grow it); a pair of rows: the same digest twice.
+ *
+ * Digests are placed in the order of their first bucket, so that the table is written from one
+ * end to the other instead of at a million random places (a cache miss each). Then two digests
+ * with one tag, found by sorting the tags, must not be where a lookup of the other reads: it
+ * could take one for the other. Both are as unlikely as they sound; either means a bigger table.
  */
 function fillTable(rows: DigestRows, bucketCount: number): Int32Array | { duplicate: [number, number] } | undefined {
-  const table = new Int32Array(bucketCount * INTS_PER_BUCKET)
+  const count = rows.count
   const mask = bucketCount - 1
-  for (let row = 0; row < rows.count; row++) {
+  const firsts = new Uint32Array(count)
+  for (let row = 0; row < count; row++) firsts[row] = rows.word(row, 0) & mask
+  const order = radixOrder(firsts, count)
+  const table = new Int32Array(bucketCount * INTS_PER_BUCKET)
+  for (let i = 0; i < count; i++) {
+    const row = order[i] as number
     const chunk = rows.chunks[row >>> ROW_BITS] as Int32Array
     const at = (row & ROW_MASK) * WORDS_PER_DIGEST
-    const tag = chunk[at + 2] as number
-    const first = ((chunk[at] as number) & mask) * INTS_PER_BUCKET
-    const second = ((chunk[at + 1] as number) & mask) * INTS_PER_BUCKET
-    // One pass over both buckets: a slot with the same tag (then the digests must differ), and the first free slots.
-    let free = NOT_FOUND
-    let freeInSecond = NOT_FOUND
-    for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) {
-      const a = table[first + slot + 1] as number
-      const b = table[second + slot + 1] as number
-      if (a === 0) free = free === NOT_FOUND ? first + slot : free
-      else if (table[first + slot] === tag) return rows.sameAs(a - 1, row) ? { duplicate: [a - 1, row] } : undefined
-      if (b === 0) freeInSecond = freeInSecond === NOT_FOUND ? second + slot : freeInSecond
-      else if (table[second + slot] === tag) return rows.sameAs(b - 1, row) ? { duplicate: [b - 1, row] } : undefined
-    }
-    if (free === NOT_FOUND) free = freeInSecond
+    let free = freeSlot(table, (firsts[row] as number) * INTS_PER_BUCKET)
+    if (free === NOT_FOUND) free = freeSlot(table, ((chunk[at + 1] as number) & mask) * INTS_PER_BUCKET)
     if (free === NOT_FOUND) return undefined
-    table[free] = tag
+    table[free] = chunk[at + 2] as number
     table[free + 1] = row + 1
   }
-  return table
+  return tagsApart(rows, table, mask) ?? table
+}
+
+/** A duplicate digest, or undefined for two digests of one tag that a lookup could confuse; the table itself when neither. */
+function tagsApart(rows: DigestRows, table: Int32Array, mask: number): { duplicate: [number, number] } | undefined | null {
+  const tags = new Uint32Array(rows.count)
+  for (let row = 0; row < rows.count; row++) tags[row] = rows.word(row, 2)
+  let outcome: { duplicate: [number, number] } | undefined | null = null
+  const bucketOf = (row: number) => {
+    const first = (rows.word(row, 0) & mask) * INTS_PER_BUCKET
+    for (let slot = 1; slot < INTS_PER_BUCKET; slot += 2) if (table[first + slot] === row + 1) return first
+    return (rows.word(row, 1) & mask) * INTS_PER_BUCKET
+  }
+  const reads = (row: number, bucket: number) => bucket === (rows.word(row, 0) & mask) * INTS_PER_BUCKET || bucket === (rows.word(row, 1) & mask) * INTS_PER_BUCKET
+  forEachCollision(tags, rows.count, (group) => {
+    for (let a = 0; a < group.length && outcome === null; a++) {
+      for (let b = a + 1; b < group.length && outcome === null; b++) {
+        const [x, y] = [group[a] as number, group[b] as number]
+        if (rows.sameAs(x, y)) outcome = { duplicate: [x, y] }
+        else if (reads(x, bucketOf(y)) || reads(y, bucketOf(x))) outcome = undefined
+      }
+    }
+  })
+  return outcome
+}
+
+function freeSlot(table: Int32Array, bucket: number): number {
+  for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) if (table[bucket + slot + 1] === 0) return bucket + slot
+  return NOT_FOUND
 }

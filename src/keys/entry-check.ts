@@ -87,7 +87,7 @@ export function policyOf(allow: string[] | undefined, index: number, id: string)
 export function rateLimitOf(spec: RateLimitSpec | null | undefined, index: number, id: string): RateLimit | undefined {
   if (spec === undefined || spec === null) return undefined
   try {
-    return compileRateLimit(spec, id)
+    return compileRateLimit(spec, '') // for any id: see rateLimitFor
   } catch (error) {
     throw new TypeError(`${where(index, id)}: ${(error as Error).message}`)
   }
@@ -100,8 +100,8 @@ export function where(index: number, id: string): string {
 /** Field names of the fast path, as bytes. */
 export const FLAT_NAMES = { id: Buffer.from('id'), sha256: Buffer.from('sha256'), expiresAt: Buffer.from('expiresAt') }
 
-export function isName(bytes: Buffer, start: number, end: number, name: Buffer): boolean {
-  if (end - start !== name.length) return false
+/** Whether the bytes at `start` are `name` (whose length the caller has compared). */
+export function isName(bytes: Buffer, start: number, name: Buffer): boolean {
   for (let k = 0; k < name.length; k++) if (bytes[start + k] !== name[k]) return false
   return true
 }

@@ -7,6 +7,7 @@ import { isValidKeyId, type KeyEntry } from './entry-check.js'
 import { KeySetBuilder, type KeyDefaults } from './key-set-builder.js'
 import type { KeyRecord, KeyTable } from './key-table.js'
 import { baseOf, LayeredBuilder } from './layered-store.js'
+import { findingsOf, type KeysFileFindings } from './findings.js'
 import type { KeyStore } from './store.js'
 import { silentLogger, type Logger } from '../observe/log.js'
 
@@ -50,6 +51,15 @@ export function loadKeysFile(file: string, envKey?: string, previous?: KeyStore)
   return withKeysFile(file, (source, digest) => ({ ...(readKeys(source, file, envKey) as KeysFileContents), contentDigest: digest() }))
 }
 
+/**
+ * Checks the keys file as a load would (throws `KeysFileError` listing its problems) and says what
+ * deserves a look, without building the index a store needs for lookups: `keygate check`.
+ */
+export function checkKeysFile(file: string, nowMs: number): { findings: KeysFileFindings; publicRules: number } {
+  const { store, fileKeys } = withKeysFile(file, (source) => readKeys(source, file, undefined, undefined, false)) as KeysFileContents
+  return { findings: findingsOf(store, nowMs, fileKeys), publicRules: store.publicPolicy?.rules ?? 0 }
+}
+
 /** The SHA-256 of the file's bytes, read a window at a time. */
 function contentDigestOf(file: string): string {
   return withKeysFile(file, (source, digest) => {
@@ -77,7 +87,7 @@ export interface KeysFileContents {
  * once. With `base` (the table of the set being replaced), unchanged entries are kept from it; the
  * store is then missing when so much changed that a whole new set is better (read again without).
  */
-function readKeys(source: ByteSource, file: string, envKey?: string, base?: KeyTable): Partial<KeysFileContents> & { fileKeys: number } {
+function readKeys(source: ByteSource, file: string, envKey?: string, base?: KeyTable, indexed = true): Partial<KeysFileContents> & { fileKeys: number } {
   const reserved = envKey === undefined ? undefined : { id: ENV_KEY_ID, problem: `id "${ENV_KEY_ID}" is taken by API_KEY` }
   const builder = base === undefined ? new KeySetBuilder(reserved) : new LayeredBuilder(base, reserved)
   const top: TopLevel = { problems: [], defaults: {}, keys: 'missing' }
@@ -105,7 +115,7 @@ function readKeys(source: ByteSource, file: string, envKey?: string, base?: KeyT
   }
   if (top.keys !== 'array') throw new KeysFileError(file, ['"keys" must be an array of entries', ...top.problems])
   if (envKey !== undefined) builder.add({ id: ENV_KEY_ID, key: envKey }, count, 'API_KEY')
-  const finished: { store?: KeyStore; rebuild?: true; problems: string[] } = builder.finish({ publicRules: top.publicRules, defaults: top.defaults })
+  const finished: { store?: KeyStore; rebuild?: true; problems: string[] } = builder.finish({ publicRules: top.publicRules, defaults: top.defaults, indexed })
   const envLabel = `keys[${count}] (id "${ENV_KEY_ID}")`
   for (const problem of finished.problems) top.problems.push(problem.replace(envLabel, 'API_KEY'))
   if (top.problems.length > 0 || (finished.store === undefined && !finished.rebuild)) throw new KeysFileError(file, top.problems)

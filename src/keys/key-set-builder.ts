@@ -2,7 +2,7 @@
  * Builds a key set entry by entry into packed columns (key-table.ts): a million entries never
  * exist as a million objects at once. Pure: no I/O.
  */
-import { ByteStringSet, MAX_ROWS } from './columns.js'
+import { repeatedStrings } from './columns.js'
 import {
   digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, policyOf, rateLimitOf, where,
   type KeyEntry,
@@ -27,8 +27,8 @@ export interface KeyDefaults {
 export class KeySetBuilder {
   readonly problems: string[] = []
   readonly columns = new KeyColumns()
-  /** The ids so far: not part of the finished set, which needs no lookup by id. */
-  readonly idSet = new ByteStringSet(this.columns.ids)
+  /** Indexes of the entries that have no row (each had a problem), in order: to name a row's entry. */
+  private readonly failedAt: number[] = []
   // Rules and limits are compiled once per distinct value: a million keys usually share a few.
   private readonly policyCodes = new Map<string, number | Error>()
   private readonly limitCodes = new Map<string, number | Error>()
@@ -57,8 +57,9 @@ export class KeySetBuilder {
       const id = idOf(entry, index)
       if (id === this.reservedId?.id && from === 'entries') throw new TypeError(`${where(index, id)}: ${this.reservedId.problem}`)
       const idBytes = Buffer.from(id, 'latin1')
-      if (this.idSet.find(idBytes, 0, idBytes.length) !== -1 || this.failedIds.has(id)) throw new TypeError(`${where(index, id)}: id is used by an earlier entry`)
-      // A bad entry still holds its id: a second entry with it is a second problem.
+      // A bad entry still holds its id: a second entry with it is a second problem. (Two good
+      // entries with one id are found at the end, by sorting: see finish.)
+      if (this.failedIds.has(id)) throw new TypeError(`${where(index, id)}: id is used by an earlier entry`)
       this.failedIds.add(id)
       const digest = digestOfEntry(entry, index)
       const expiresAtMs = parseExpiry(entry.expiresAt, index, id)
@@ -67,6 +68,7 @@ export class KeySetBuilder {
       return { index, idBytes, idStart: 0, idLength: idBytes.length, digest, expiresAtMs, policyCode, limitCode, plainText: entry.key !== undefined && from === 'entries' }
     } catch (error) {
       this.problems.push((error as Error).message)
+      this.failedAt.push(index)
       return undefined
     }
   }
@@ -75,11 +77,9 @@ export class KeySetBuilder {
   put(entry: CheckedEntry): void {
     if (entry.digest === undefined) this.columns.digests.addWords(this.flatWords)
     else this.columns.digests.addLatin1(entry.digest)
-    const row = this.commit(entry.idBytes, entry.idStart, entry.idLength, entry.expiresAtMs)
-    if (row === undefined) {
-      this.columns.digests.count-- // a repeated id (the fast path checks it only here): `add` will say so
-      return
-    }
+    const row = this.columns.count - 1
+    this.columns.ids.set(row, entry.idBytes, entry.idStart, entry.idLength)
+    if (entry.expiresAtMs !== Infinity) this.columns.expiry.set(row, entry.expiresAtMs)
     if (entry.policyCode !== INHERIT) this.columns.policyCodes.set(row, entry.policyCode)
     if (entry.limitCode !== INHERIT) this.columns.limitCodes.set(row, entry.limitCode)
     if (entry.plainText) {
@@ -102,15 +102,14 @@ export class KeySetBuilder {
   addFlat(bytes: Buffer, members: Int32Array, count: number, index: number): boolean {
     const entry = this.checkFlat(bytes, members, count, index)
     if (entry === undefined) return false
-    const before = this.columns.count
     this.put(entry)
-    return this.columns.count > before
+    return true
   }
 
   /**
    * The checks of the fast path; the digest is left in `flatWords`, the entry returned is reused
    * by the next call. Undefined for anything the general path must look at. Does not check that
-   * the id is new: `put` does.
+   * the id is new: `finish` does.
    */
   checkFlat(bytes: Buffer, members: Int32Array, count: number, index: number): CheckedEntry | undefined {
     let id = -1
@@ -118,11 +117,12 @@ export class KeySetBuilder {
     let expiresAt = -1
     for (let m = 0; m < count * 4; m += 4) {
       const start = members[m] as number
-      const end = members[m + 1] as number
-      if (isName(bytes, start, end, FLAT_NAMES.id)) id = m
-      else if (isName(bytes, start, end, FLAT_NAMES.sha256)) sha256 = m
-      else if (isName(bytes, start, end, FLAT_NAMES.expiresAt)) expiresAt = m
-      else return undefined // the reader has made sure that no name comes twice
+      // The three names differ in length: one comparison each. The reader has made sure that no name comes twice.
+      const length = (members[m + 1] as number) - start
+      if (length === 2 && isName(bytes, start, FLAT_NAMES.id)) id = m
+      else if (length === 6 && isName(bytes, start, FLAT_NAMES.sha256)) sha256 = m
+      else if (length === 9 && isName(bytes, start, FLAT_NAMES.expiresAt)) expiresAt = m
+      else return undefined
     }
     if (id === -1 || sha256 === -1 || this.columns.count >= MAX_ROWS) return undefined
     const idStart = members[id + 2] as number
@@ -144,9 +144,12 @@ export class KeySetBuilder {
 
   /** The store of every entry added, with `defaults` for those without their own; or the problems. */
   finish(options: FinishOptions = {}): { store?: KeyStore; problems: string[] } {
+    for (const [, later] of repeatedStrings(this.columns.ids, this.columns.count)) {
+      this.problems.push(`${where(this.indexOfRow(later), this.columns.ids.get(later))}: id is used by an earlier entry`)
+    }
     const compiled = this.compileShared(options)
     if (compiled === undefined) return { problems: this.problems }
-    const table = KeyTable.build(this.columns, compiled.defaults)
+    const table = KeyTable.build(this.columns, compiled.defaults, options.indexed ?? true)
     if (!(table instanceof KeyTable)) {
       const [first, second] = table.duplicate
       return { problems: [`${where(second, this.columns.ids.get(second))}: same key as entry "${this.columns.ids.get(first)}"`] }
@@ -168,13 +171,14 @@ export class KeySetBuilder {
     return id === this.reservedId?.id || this.failedIds.has(id)
   }
 
-  /** Writes the row whose digest was just added; returns the row, or undefined (nothing written) when its id is taken. */
-  private commit(idBytes: Buffer, start: number, length: number, expiresAtMs: number): number | undefined {
-    const row = this.columns.count - 1
-    if (!this.idSet.insertIfNew(idBytes, start, length, row)) return undefined
-    this.columns.ids.set(row, idBytes, start, length)
-    if (expiresAtMs !== Infinity) this.columns.expiry.set(row, expiresAtMs)
-    return row
+  /** The index of the entry that row `row` holds: rows skip the entries that had a problem. */
+  indexOfRow(row: number): number {
+    let index = row
+    for (const failed of this.failedAt) {
+      if (failed > index) break
+      index++
+    }
+    return index
   }
 
   /** The code of a distinct rule list or limit: compiled the first time it is seen; a bad one throws each time. */
@@ -205,7 +209,12 @@ export class KeySetBuilder {
   }
 }
 
+// Rows are int32 in the digest index, ids addressed by 32 bits: far more than a keys file needs.
+const MAX_ROWS = 1 << 26
+
 export interface FinishOptions {
   publicRules?: readonly string[]
   defaults?: KeyDefaults
+  /** false: the set is only checked (its store finds no key), which spares building the index. */
+  indexed?: boolean
 }

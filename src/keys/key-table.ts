@@ -4,8 +4,8 @@
  * one), and a record built only for the key a lookup found. About 70 bytes a key, where an object
  * and strings per key took 600. Pure: no I/O.
  */
-import { ByteStrings, Column, type ByteStringSet } from './columns.js'
-import { DigestRows, indexDigestRows, type DigestIndex } from './digest-index.js'
+import { ByteStrings, Column } from './columns.js'
+import { DigestRows, indexDigestRows, NO_INDEX, repeatedDigest, type DigestIndex } from './digest-index.js'
 import { digestOf, MAX_KEY_LENGTH } from './entry-check.js'
 import type { Policy } from './policy.js'
 import type { KeyStore } from './store.js'
@@ -71,7 +71,12 @@ export class KeyTable {
   ) {}
 
   /** Indexes the columns; a digest given twice is reported as its two rows instead. */
-  static build(columns: KeyColumns, defaults: { policy?: Policy; limit?: RateLimit }): KeyTable | { duplicate: [number, number] } {
+  static build(columns: KeyColumns, defaults: { policy?: Policy; limit?: RateLimit }, indexed = true): KeyTable | { duplicate: [number, number] } {
+    if (!indexed) {
+      // Only checked (`keygate check`): the repeats an index would find, without the index.
+      const duplicate = repeatedDigest(columns.digests)
+      return duplicate === undefined ? new KeyTable(columns, NO_INDEX, defaults.policy, defaults.limit) : { duplicate }
+    }
     const built = indexDigestRows(columns.digests)
     if ('duplicate' in built) return built
     return new KeyTable(columns, built.index, defaults.policy, defaults.limit)
@@ -95,9 +100,13 @@ export class KeyTable {
     return this.columns.ids.get(row)
   }
 
-  /** The row of `set` whose id is row `row`'s, or -1. */
-  idRowIn(row: number, set: ByteStringSet): number {
-    return set.findRowOf(this.columns.ids, row)
+  idHash(row: number): number {
+    return this.columns.ids.hash(row)
+  }
+
+  /** Whether row `row` has the id of row `otherRow` of `other`. */
+  sameId(row: number, other: ByteStrings, otherRow: number): boolean {
+    return this.columns.ids.equalsRow(row, other, otherRow)
   }
 
   record(row: number): KeyRecord {

@@ -107,7 +107,8 @@ export class LayeredBuilder {
   private keep(row: number, entry: CheckedEntry): boolean {
     if (row === -1 || !this.base.sameEntry(row, entry, this.added.columns)) return false
     if (isSet(this.live, row)) {
-      this.problems.push(`${where(entry.index, this.base.id(row))}: same key as entry "${this.base.id(row)}"`)
+      // The same entry twice: what a whole load says of it.
+      this.problems.push(`${where(entry.index, this.base.id(row))}: id is used by an earlier entry`)
       return true
     }
     this.live[row >>> 3] = (this.live[row >>> 3] as number) | (1 << (row & 7))
@@ -134,10 +135,13 @@ export class LayeredBuilder {
       yield keptAt < index ? `${where(index, ids.get(addedRow))}: same key as entry "${this.base.id(row)}"` : `${where(keptAt, this.base.id(row))}: same key as entry "${ids.get(addedRow)}"`
     }
     if (this.addedIndex.length === 0) return
+    // The new rows are few: their ids by hash, and every kept row's id hashed against them.
+    const addedByHash = new Map<number, number[]>()
+    for (let addedRow = 0; addedRow < this.added.columns.count; addedRow++) addedByHash.set(ids.hash(addedRow), [...(addedByHash.get(ids.hash(addedRow)) ?? []), addedRow])
     for (let row = 0; row < this.base.size; row++) {
       if (!isSet(this.live, row)) continue
-      const addedRow = this.base.idRowIn(row, this.added.idSet)
-      if (addedRow === -1) continue
+      const addedRow = addedByHash.get(this.base.idHash(row))?.find((candidate) => this.base.sameId(row, ids, candidate))
+      if (addedRow === undefined) continue
       const [keptAt, index] = [this.keptIndex[row] as number, this.addedIndex[addedRow] as number]
       yield `${where(Math.max(keptAt, index), this.base.id(row))}: id is used by an earlier entry`
     }
