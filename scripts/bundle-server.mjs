@@ -17,7 +17,9 @@
 // producing a bundle that behaves differently:
 //   import { a, b as c } from 'node:x' | './y.js' | '../z/y.js';    import x from 'node:x';
 //   export function|async function|class|const name ...;    await import('./y.js' | 'node:x')
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { request } from 'node:http'
 import { createServer } from 'node:net'
 import { join, posix } from 'node:path'
@@ -148,15 +150,21 @@ writeFileSync(join(DIST, ENTRY), LOADER)
 await writeCodeCache()
 
 /**
- * Runs the bundle in this process as the loader would, with a demo key on a free port, until it
+ * Runs the bundle in this process as the loader would, with a key and a small keys file on a free port, until it
  * has answered GET /data; then saves V8's code cache of it and exits.
  */
 async function writeCodeCache() {
   const source = readFileSync(join(DIST, 'server-bundle.js'), 'utf8')
   const script = new Script(source, { filename: join(DIST, 'server-bundle.js') })
   const key = 'bundle-build-key-0123456789abcdef'
-  Object.assign(process.env, { PORT: String(await freePort()), API_KEY: key, LOG_LEVEL: 'silent', WORKERS: '1' })
-  for (const name of ['API_KEYS_FILE', 'TLS_CERT_FILE', 'TLS_KEY_FILE', 'HOST']) delete process.env[name]
+  // A small keys file too, so that the cache holds the code that reads one (both of its paths).
+  const keysDir = mkdtempSync(join(tmpdir(), 'keygate-bundle-'))
+  const keysFile = join(keysDir, 'keys.json')
+  const digest = createHash('sha256').update('bundle-other-key-0123456789').digest('hex')
+  writeFileSync(keysFile, JSON.stringify({ keys: [{ id: 'flat', sha256: digest }, { id: 'ruled', key: 'bundle-ruled-key-0123456789', allow: ['GET /data'] }] }))
+  process.on('exit', () => rmSync(keysDir, { recursive: true, force: true }))
+  Object.assign(process.env, { PORT: String(await freePort()), API_KEY: key, API_KEYS_FILE: keysFile, LOG_LEVEL: 'silent', WORKERS: '1' })
+  for (const name of ['TLS_CERT_FILE', 'TLS_KEY_FILE', 'HOST']) delete process.env[name]
   const { createRequire } = await import('node:module')
   void script.runInThisContext()(createRequire(join(DIST, 'server.js')))
   for (let attempt = 0; attempt < 200; attempt++) {

@@ -134,7 +134,13 @@ function radixSort(keys: Uint32Array, count: number): { order: Uint32Array; sort
       next[to] = order[i] as number
       nextKeys[to] = key
     }
-    ;[order, next, sorted, nextKeys] = [next, order, nextKeys, sorted]
+    // Swapped one by one: a destructuring swap here made the whole sort four times slower (V8 11).
+    const order_ = order
+    order = next
+    next = order_
+    const sorted_ = sorted
+    sorted = nextKeys
+    nextKeys = sorted_
   }
   return { order, sorted }
 }
