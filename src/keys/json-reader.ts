@@ -7,6 +7,7 @@
  * description that never quotes the text (a keys file may hold secrets). Iterative, so deep
  * nesting cannot overflow the stack. Pure but for the source it is given.
  */
+import { BACKSLASH, CLOSE_ARRAY, CLOSE_OBJECT, COLON, COMMA, FLAT_LOOKAHEAD, FlatObject, NEWLINE, OPEN_ARRAY, OPEN_OBJECT, QUOTE } from './json-bytes.js'
 import { ValueBuilder } from './json-values.js'
 
 /** Where the bytes come from: `read` fills `into` from `at` on and says how many bytes it put there (0: the end). */
@@ -43,15 +44,6 @@ export interface DocumentHandlers {
 }
 
 const WINDOW_BYTES = 1 << 20
-const QUOTE = 0x22
-const BACKSLASH = 0x5c
-const COMMA = 0x2c
-const COLON = 0x3a
-const OPEN_OBJECT = 0x7b
-const CLOSE_OBJECT = 0x7d
-const OPEN_ARRAY = 0x5b
-const CLOSE_ARRAY = 0x5d
-const NEWLINE = 0x0a
 const ESCAPES = new Set([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74]) // " \ / b f n r t
 const BAD_STRING = 'a string with a control character, an escape JSON does not have, or no closing quote'
 const BAD_VALUE = 'expected a value (object, array, string, number, true, false or null)'
@@ -78,9 +70,8 @@ export class Reader {
   /** Offset in the document of the first byte of the current line. */
   private lineStart = 0
   private atEnd = false
-  /** The flat entry last scanned: offsets of each field's name and value (see `onFlatEntry`). */
-  private readonly members = new Int32Array(FLAT_MEMBERS * 4)
-  private memberCount = 0
+  /** The flat entry last scanned (see `onFlatEntry`). */
+  private readonly flat = new FlatObject()
 
   constructor(private readonly source: ByteSource) {}
 
@@ -161,46 +152,12 @@ export class Reader {
    */
   private flatEntry(handlers: DocumentHandlers, index: number): boolean {
     if (handlers.onFlatEntry === undefined || this.peek() !== OPEN_OBJECT) return false
-    const end = this.flatObjectEnd()
-    if (end === -1 || !handlers.onFlatEntry(this.buf, this.members, this.memberCount, index)) return false
+    this.ensure(FLAT_LOOKAHEAD) // near the end of the document there is less: the scan stops there
+    const end = this.flat.scan(this.buf, this.pos, this.end)
+    if (end === -1 || !handlers.onFlatEntry(this.buf, this.flat.members, this.flat.count, index)) return false
     this.passLines(end)
     this.pos = end
     return true
-  }
-
-  /**
-   * Scans the flat object at the read position into `members`; the offset after it, or -1. Leaves
-   * `pos` where it was. Strings are only delimited here: the handler accepts an entry only when it
-   * has checked every byte of it (a hex digest, an id's characters), so no escape or control byte
-   * passes; any other entry goes the general way, which checks everything.
-   */
-  private flatObjectEnd(): number {
-    this.ensure(FLAT_LOOKAHEAD) // near the end of the document there is less: the scan stops there
-    const { buf, end, members } = this
-    let count = 0
-    for (let i = skipSpaces(buf, this.pos + 1, end); ; ) {
-      if (i >= end || buf[i] !== QUOTE || count === FLAT_MEMBERS) return -1
-      const nameEnd = quoteAfter(buf, i + 1, end)
-      members[count * 4] = i + 1
-      members[count * 4 + 1] = nameEnd
-      i = skipSpaces(buf, nameEnd + 1, end)
-      if (i >= end || buf[i] !== COLON) return -1
-      i = skipSpaces(buf, i + 1, end)
-      if (i >= end || buf[i] !== QUOTE) return -1
-      const valueEnd = quoteAfter(buf, i + 1, end)
-      members[count * 4 + 2] = i + 1
-      members[count * 4 + 3] = valueEnd
-      if (valueEnd >= end || repeatsName(buf, members, count)) return -1
-      count++
-      i = skipSpaces(buf, valueEnd + 1, end)
-      if (i < end && buf[i] === COMMA) {
-        i = skipSpaces(buf, i + 1, end)
-        continue
-      }
-      if (i >= end || buf[i] !== CLOSE_OBJECT) return -1
-      this.memberCount = count
-      return i + 1
-    }
   }
 
   /** Counts the lines of a flat entry that the handler accepted (`JSON.stringify(file, null, 2)` writes them). */
@@ -365,37 +322,6 @@ export class Reader {
     this.end += read
     return read > 0
   }
-}
-
-// A flat entry is read from the window when it fits in this many bytes and has at most FLAT_MEMBERS fields.
-const FLAT_LOOKAHEAD = 4096
-const FLAT_MEMBERS = 8
-
-/** The offset of the next quote from `from` on, or `end`. */
-function quoteAfter(buf: Buffer, from: number, end: number): number {
-  let i = from
-  while (i < end && buf[i] !== QUOTE) i++
-  return i
-}
-
-function skipSpaces(buf: Buffer, from: number, end: number): number {
-  let i = from
-  for (let c = buf[i]; i < end && (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09); c = buf[++i]);
-  return i
-}
-
-/** Whether the name of member `last` is the name of an earlier one. */
-function repeatsName(buf: Buffer, members: Int32Array, last: number): boolean {
-  const start = members[last * 4] as number
-  const length = (members[last * 4 + 1] as number) - start
-  for (let m = 0; m < last; m++) {
-    const other = members[m * 4] as number
-    if ((members[m * 4 + 1] as number) - other !== length) continue
-    let same = true
-    for (let k = 0; k < length && same; k++) same = buf[start + k] === buf[other + k]
-    if (same) return true
-  }
-  return false
 }
 
 const LITERALS: ReadonlyArray<[string, boolean | null]> = [['true', true], ['false', false], ['null', null]]

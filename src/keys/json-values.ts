@@ -1,11 +1,6 @@
 /** Builds one JSON value from a `Reader`, without recursion: deep nesting cannot overflow the stack. */
+import { CLOSE_ARRAY, CLOSE_OBJECT, OPEN_ARRAY, OPEN_OBJECT, QUOTE } from './json-bytes.js'
 import type { Reader } from './json-reader.js'
-
-const QUOTE = 0x22
-const OPEN_OBJECT = 0x7b
-const CLOSE_OBJECT = 0x7d
-const OPEN_ARRAY = 0x5b
-const CLOSE_ARRAY = 0x5d
 // Past this many fields an object's names go into a Set instead of an array searched in order.
 const SMALL_OBJECT = 16
 

@@ -128,7 +128,7 @@ export class KeySetBuilder {
     const idStart = members[id + 2] as number
     const idEnd = members[id + 3] as number
     const hexStart = members[sha256 + 2] as number
-    if (!isIdBytes(bytes, idStart, idEnd) || (members[sha256 + 3] as number) - hexStart !== 64) return undefined
+    if ((members[sha256 + 3] as number) - hexStart !== 64 || !isIdBytes(bytes, idStart, idEnd)) return undefined
     if ((this.reservedId !== undefined || this.failedIds.size > 0) && this.takenByName(bytes.toString('latin1', idStart, idEnd))) return undefined
     const expiry = expiresAt === -1 ? undefined : bytes.toString('latin1', members[expiresAt + 2] as number, members[expiresAt + 3] as number)
     if (expiry !== undefined && !isRealDate(expiry)) return undefined

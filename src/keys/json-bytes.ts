@@ -1,0 +1,85 @@
+/**
+ * JSON at the level of bytes: the structural characters, and the scan of a flat object (the keys
+ * file's usual entry) where it lies in a window of the file. Pure.
+ */
+export const QUOTE = 0x22
+export const BACKSLASH = 0x5c
+export const COMMA = 0x2c
+export const COLON = 0x3a
+export const OPEN_OBJECT = 0x7b
+export const CLOSE_OBJECT = 0x7d
+export const OPEN_ARRAY = 0x5b
+export const CLOSE_ARRAY = 0x5d
+export const NEWLINE = 0x0a
+
+// A flat entry is read from the window when it fits in this many bytes and has at most FLAT_MEMBERS fields.
+export const FLAT_LOOKAHEAD = 4096
+const FLAT_MEMBERS = 8
+
+/** A flat object of string fields: per field, the offsets of its name and of its value (start, end, start, end). */
+export class FlatObject {
+  readonly members = new Int32Array(FLAT_MEMBERS * 4)
+  count = 0
+
+  /**
+   * Scans the flat object at `buf[from]` (an opening brace) up to `end`; the offset after it, or -1
+   * for anything else (another kind of value, a field twice, more than FLAT_MEMBERS fields, the
+   * window's end). Strings are only delimited here: the caller accepts an entry only when it has
+   * checked every byte of it (a hex digest, an id's characters), so no escape or control byte
+   * passes; any other entry goes the general way, which checks everything.
+   */
+  scan(buf: Buffer, from: number, end: number): number {
+    const { members } = this
+    let count = 0
+    for (let i = skipSpaces(buf, from + 1, end); ; ) {
+      if (i >= end || buf[i] !== QUOTE || count === FLAT_MEMBERS) return -1
+      const nameEnd = quoteAfter(buf, i + 1, end)
+      members[count * 4] = i + 1
+      members[count * 4 + 1] = nameEnd
+      i = skipSpaces(buf, nameEnd + 1, end)
+      if (i >= end || buf[i] !== COLON) return -1
+      i = skipSpaces(buf, i + 1, end)
+      if (i >= end || buf[i] !== QUOTE) return -1
+      const valueEnd = quoteAfter(buf, i + 1, end)
+      members[count * 4 + 2] = i + 1
+      members[count * 4 + 3] = valueEnd
+      if (valueEnd >= end || repeatsName(buf, members, count)) return -1
+      count++
+      i = skipSpaces(buf, valueEnd + 1, end)
+      if (i < end && buf[i] === COMMA) {
+        i = skipSpaces(buf, i + 1, end)
+        continue
+      }
+      if (i >= end || buf[i] !== CLOSE_OBJECT) return -1
+      this.count = count
+      return i + 1
+    }
+  }
+}
+
+/** The offset of the next quote from `from` on, or `end`. */
+function quoteAfter(buf: Buffer, from: number, end: number): number {
+  let i = from
+  while (i < end && buf[i] !== QUOTE) i++
+  return i
+}
+
+function skipSpaces(buf: Buffer, from: number, end: number): number {
+  let i = from
+  for (let c = buf[i]; i < end && (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09); c = buf[++i]);
+  return i
+}
+
+/** Whether the name of member `last` is the name of an earlier one. */
+function repeatsName(buf: Buffer, members: Int32Array, last: number): boolean {
+  const start = members[last * 4] as number
+  const length = (members[last * 4 + 1] as number) - start
+  for (let m = 0; m < last; m++) {
+    const other = members[m * 4] as number
+    if ((members[m * 4 + 1] as number) - other !== length) continue
+    let same = true
+    for (let k = 0; k < length && same; k++) same = buf[start + k] === buf[other + k]
+    if (same) return true
+  }
+  return false
+}
