@@ -104,12 +104,14 @@ export function radixOrder(keys: Uint32Array, count: number): Uint32Array {
   return radixSort(keys, count).order
 }
 
-/** `radixOrder`, and the keys in that order. */
-function radixSort(keys: Uint32Array, count: number): { order: Uint32Array; sorted: Uint32Array } {
+/** `radixOrder`, the keys in that order, and `payload` (a value per row) in that order too. */
+export function radixSort(keys: Uint32Array, count: number, payload?: Uint32Array): { order: Uint32Array; sorted: Uint32Array; carried: Uint32Array } {
   let order = new Uint32Array(count)
   let next = new Uint32Array(count)
   let sorted = keys.slice(0, count)
   let nextKeys = new Uint32Array(count)
+  let carried = payload === undefined ? order : payload.slice(0, count)
+  let nextCarried = payload === undefined ? next : new Uint32Array(count)
   for (let row = 0; row < count; row++) order[row] = row
   let largest = 0
   for (let i = 0; i < count; i++) largest = Math.max(largest, sorted[i] as number)
@@ -133,6 +135,7 @@ function radixSort(keys: Uint32Array, count: number): { order: Uint32Array; sort
       counts[digit] = to + 1
       next[to] = order[i] as number
       nextKeys[to] = key
+      if (payload !== undefined) nextCarried[to] = carried[i] as number
     }
     // Swapped one by one: a destructuring swap here made the whole sort four times slower (V8 11).
     const order_ = order
@@ -141,8 +144,11 @@ function radixSort(keys: Uint32Array, count: number): { order: Uint32Array; sort
     const sorted_ = sorted
     sorted = nextKeys
     nextKeys = sorted_
+    const carried_ = carried
+    carried = nextCarried
+    nextCarried = carried_
   }
-  return { order, sorted }
+  return { order, sorted, carried: payload === undefined ? order : carried }
 }
 
 const RADIX_BITS = 11

@@ -4,7 +4,7 @@
  * digests misses the CPU caches where one of a single digest hits them, which made lookup time
  * tell (roughly) how many keys are loaded. Pure: no I/O.
  */
-import { forEachCollision, radixOrder } from './columns.js'
+import { forEachCollision, radixSort } from './columns.js'
 
 const SLOTS_PER_BUCKET = 8 // (tag, row + 1) pairs of int32: a bucket is one 64-byte cache line
 const INTS_PER_BUCKET = SLOTS_PER_BUCKET * 2
@@ -227,26 +227,27 @@ function fillTable(rows: DigestRows, bucketCount: number): Int32Array | { duplic
   const count = rows.count
   const mask = bucketCount - 1
   const firsts = new Uint32Array(count)
-  for (let row = 0; row < count; row++) firsts[row] = rows.word(row, 0) & mask
-  const order = radixOrder(firsts, count)
+  const tags = new Uint32Array(count)
+  for (let row = 0; row < count; row++) {
+    firsts[row] = rows.word(row, 0) & mask
+    tags[row] = rows.word(row, 2)
+  }
+  // The tags travel with the sort: the loop below then reads nothing at random but the rare second bucket.
+  const { order, sorted, carried } = radixSort(firsts, count, tags)
   const table = new Int32Array(bucketCount * INTS_PER_BUCKET)
   for (let i = 0; i < count; i++) {
     const row = order[i] as number
-    const chunk = rows.chunks[row >>> ROW_BITS] as Int32Array
-    const at = (row & ROW_MASK) * WORDS_PER_DIGEST
-    let free = freeSlot(table, (firsts[row] as number) * INTS_PER_BUCKET)
-    if (free === NOT_FOUND) free = freeSlot(table, ((chunk[at + 1] as number) & mask) * INTS_PER_BUCKET)
+    let free = freeSlot(table, (sorted[i] as number) * INTS_PER_BUCKET)
+    if (free === NOT_FOUND) free = freeSlot(table, (rows.word(row, 1) & mask) * INTS_PER_BUCKET)
     if (free === NOT_FOUND) return undefined
-    table[free] = chunk[at + 2] as number
+    table[free] = (carried[i] as number) | 0
     table[free + 1] = row + 1
   }
-  return tagsApart(rows, table, mask) ?? table
+  return tagsApart(rows, tags, table, mask) ?? table
 }
 
 /** A duplicate digest, or undefined for two digests of one tag that a lookup could confuse; the table itself when neither. */
-function tagsApart(rows: DigestRows, table: Int32Array, mask: number): { duplicate: [number, number] } | undefined | null {
-  const tags = new Uint32Array(rows.count)
-  for (let row = 0; row < rows.count; row++) tags[row] = rows.word(row, 2)
+function tagsApart(rows: DigestRows, tags: Uint32Array, table: Int32Array, mask: number): { duplicate: [number, number] } | undefined | null {
   let outcome: { duplicate: [number, number] } | undefined | null = null
   const bucketOf = (row: number) => {
     const first = (rows.word(row, 0) & mask) * INTS_PER_BUCKET
