@@ -305,3 +305,34 @@ test('a reload that keeps a key with its rate limit keeps its state; a changed l
   await waitForLog(child, 'keys reloaded', 2)
   assert.equal(await statusWith(url, KEY_A), 200, 'a new limit is a new state')
 })
+
+test('a reload of a big file keeps what did not change and swaps in what did, under requests; rate limits keep their state', async (t) => {
+  const file = join(tempDir(t), 'keys.json')
+  // 70,000 keys: above the size from which a reload keeps unchanged rows instead of building anew.
+  const others = Array.from({ length: 70_000 }, (_, i) => hashed(`client-${i}`, `other-key-${i}`))
+  const limited = { id: 'metered', sha256: sha256(KEY_A), rateLimit: { limit: 1, windowS: 60, burst: 2 } }
+  writeFileSync(file, JSON.stringify({ keys: [...others, limited, hashed('b', KEY_B)] }))
+  const { child, url } = await startServerProcess(t, { API_KEYS_FILE: file })
+  assert.deepEqual([await statusWith(url, KEY_A), await statusWith(url, KEY_A)], [200, 200])
+  let stop = false
+  const failures: number[] = []
+  const traffic = (async () => {
+    for (let i = 0; i < 10_000 && !stop; i++) {
+      const status = await statusWith(url, 'other-key-69999')
+      if (status !== 200) failures.push(status)
+    }
+  })()
+  // Rotate b's key, revoke client-5, add one: the rest stays as it was.
+  replaceFile(file, JSON.stringify({ keys: [...others.filter((entry) => entry.id !== 'client-5'), limited, hashed('b', KEY_C), hashed('new', ENV_KEY)] }))
+  const line = await waitForLog(child, 'keys reloaded')
+  stop = true
+  await traffic
+  assert.equal(line.keys, 70_002)
+  assert.deepEqual(failures, [])
+  assert.equal(await statusWith(url, KEY_C), 200)
+  assert.equal(await statusWith(url, KEY_B), 401)
+  assert.equal(await statusWith(url, ENV_KEY), 200)
+  assert.equal(await statusWith(url, 'other-key-5'), 401)
+  assert.equal(await statusWith(url, 'other-key-6'), 200)
+  assert.equal(await statusWith(url, KEY_A), 429, 'a kept key keeps its rate limit state')
+})

@@ -14,6 +14,9 @@ export function collectGarbage(): void {
     try {
       setFlagsFromString('--expose-gc')
       gc = runInNewContext('gc') as () => void
+      // Back as it was: V8 refuses a code cache made under other flags (the server bundle's is
+      // made by a run that loads a keys file), and the function stays usable.
+      setFlagsFromString('--no-expose-gc')
     } catch {
       gc = undefined // not offered here: V8 collects when it will
     }
