@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os'
 import { ConfigError, DEMO_KEY, loadConfig, settingsOf, throttleOptionsOf, type Config } from './config.js'
 import { createHandler, createHandlerMetrics, type Handler } from './http/handler.js'
 import { createKeyStore, type KeyStore } from './keys/store.js'
-import { createSwappableKeyStore, ENV_KEY_ID, KeysFileError, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys/file.js'
+import { checkKeysFile, createSwappableKeyStore, ENV_KEY_ID, KeysFileError, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys/file.js'
 import { findingsOf, keysFileWarnings } from './keys/findings.js'
 import { collectGarbage } from './process/memory.js'
 import { createLogger, type Logger } from './observe/log.js'
@@ -62,8 +62,8 @@ async function main(): Promise<void> {
   const tlsModule = config.tls === undefined ? undefined : await import('./process/tls.js')
   if (role?.primary) {
     // Check keys and certificates once here, so a mistake is one line and exit 1, not a crash loop.
-    warnAboutKeys(exitOnConfigError(() => loadKeys(config), log), log)
-    collectGarbage() // the set was loaded only to be checked
+    checkKeys(config, log)
+    collectGarbage() // the set was only checked: none of it stays in the primary
     if (config.tls !== undefined) exitOnConfigError(() => tlsModule?.loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
     const { runPrimary } = await import('./process/cluster.js')
     return runPrimary(config, log, (port) => urlOf(config, port), (error) => exitOnListenError(error, config, log))
@@ -242,6 +242,17 @@ function loadKeys(config: Config): LoadedKeys {
   const { store, contentDigest, fileKeys } = loadKeysFile(config.keysFile, config.apiKey)
   const warnings = keysFileWarnings(config.keysFile, findingsOf(store, Date.now(), fileKeys))
   return { keys: createSwappableKeyStore(store), reload: { file: config.keysFile, envKey: config.apiKey, contentDigest }, warnings }
+}
+
+/**
+ * What the primary knows of the keys: that they load, and what to warn about. In a function of its
+ * own, so that nothing of the set is left in a frame still running when the garbage is collected.
+ */
+function checkKeys(config: Config, log: Logger): void {
+  if (config.keysFile === undefined) return
+  const file = config.keysFile
+  const { findings } = exitOnConfigError(() => checkKeysFile(file, Date.now(), config.apiKey), log)
+  for (const warning of keysFileWarnings(file, findings)) log.warn(warning)
 }
 
 /** A reload is counted; the set it replaced (or the one it failed to make) leaves memory at once. */

@@ -55,8 +55,8 @@ export function loadKeysFile(file: string, envKey?: string, previous?: KeyStore)
  * Checks the keys file as a load would (throws `KeysFileError` listing its problems) and says what
  * deserves a look, without building the index a store needs for lookups: `keygate check`.
  */
-export function checkKeysFile(file: string, nowMs: number): { findings: KeysFileFindings; publicRules: number } {
-  const { store, fileKeys } = withKeysFile(file, (source) => readKeys(source, file, undefined, undefined, false)) as KeysFileContents
+export function checkKeysFile(file: string, nowMs: number, envKey?: string): { findings: KeysFileFindings; publicRules: number } {
+  const { store, fileKeys } = withKeysFile(file, (source) => readKeys(source, file, envKey, undefined, false)) as KeysFileContents
   return { findings: findingsOf(store, nowMs, fileKeys), publicRules: store.publicPolicy?.rules ?? 0 }
 }
 

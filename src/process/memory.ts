@@ -21,5 +21,8 @@ export function collectGarbage(): void {
       gc = undefined // not offered here: V8 collects when it will
     }
   }
+  // Twice: typed arrays found dead by the first are released by the next (measured: a million
+  // keys' columns left 178 MB of RSS after one collection, 59 MB after two).
+  gc?.()
   gc?.()
 }
