@@ -67,12 +67,14 @@ for (const [name, env, variable] of [
   })
 }
 
-test('a port already in use: exit 1 naming PORT', async (t) => {
-  const { url } = await startServerProcess(t, { API_KEY: STRONG_KEY })
-  const child = runNode(t, { API_KEY: STRONG_KEY, PORT: new URL(url).port })
-  assert.equal(await child.exited, 1)
-  assert.match(child.stderr(), /^keygate: PORT \d+ is already in use on 127\.0\.0\.1\n$/)
-})
+for (const workers of ['1', '2']) {
+  test(`a port already in use, WORKERS=${workers}: exit 1 naming PORT, and nothing else on stderr`, async (t) => {
+    const { url } = await startServerProcess(t, { API_KEY: STRONG_KEY })
+    const child = runNode(t, { API_KEY: STRONG_KEY, PORT: new URL(url).port, WORKERS: workers })
+    assert.equal(await child.exited, 1)
+    assert.match(child.stderr(), /^keygate: PORT \d+ is already in use on 127\.0\.0\.1\n$/)
+  })
+}
 
 test('runs from a copy of dist/ alone, with no package.json or node_modules around it', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-dist-'))

@@ -60,7 +60,6 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
     const { port } = listener.address() as AddressInfo
     log.info('listening', { url: urlOf(port), version: VERSION, node: process.version, workers: config.workers, pid: process.pid })
   }
-  listener.listen(config.port, config.host, announce)
 
   const onReady = (worker: Worker) => {
     ready.add(worker.id)
@@ -135,7 +134,11 @@ export function runPrimary(config: Config, log: Logger, urlOf: (port: number) =>
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
-  for (let i = 0; i < config.workers; i++) fork()
+  // Workers only once the port is the primary's: a port in use is then one line and exit 1, not
+  // that and a stack trace from each worker starting as the primary leaves (EPIPE on its IPC).
+  listener.listen(config.port, config.host, () => {
+    for (let i = 0; i < config.workers; i++) fork()
+  })
 }
 
 function liveWorkers(): Worker[] {
