@@ -50,17 +50,18 @@ export class KeySetBuilder {
     if (checked !== undefined) this.put(checked)
   }
 
-  /** Every check of `add` (a problem is added, and undefined returned); the id counts as taken until `put` or `release`. */
+  /** Every check of `add` (a problem is added, and undefined returned). */
   check(entry: KeyEntry, index: number, from: 'entries' | 'API_KEY' = 'entries'): CheckedEntry | undefined {
+    let readId: string | undefined
     try {
       if (this.columns.count >= MAX_ROWS) throw new TypeError(`keys[${index}]: a key set holds at most ${MAX_ROWS.toLocaleString('en-US')} keys`)
       const id = idOf(entry, index)
+      readId = id
       if (id === this.reservedId?.id && from === 'entries') throw new TypeError(`${where(index, id)}: ${this.reservedId.problem}`)
       const idBytes = Buffer.from(id, 'latin1')
-      // A bad entry still holds its id: a second entry with it is a second problem. (Two good
-      // entries with one id are found at the end, by sorting: see finish.)
+      // A bad entry still holds its id (see the catch): a second entry with it is a second
+      // problem. Two good entries with one id are found at the end, by sorting: see finish.
       if (this.failedIds.has(id)) throw new TypeError(`${where(index, id)}: id is used by an earlier entry`)
-      this.failedIds.add(id)
       const digest = digestOfEntry(entry, index)
       const expiresAtMs = parseExpiry(entry.expiresAt, index, id)
       const policyCode = entry.allow === undefined ? INHERIT : this.code(this.policyCodes, this.columns.policies, this.columns.policyKeys, entry.allow, () => policyOf(entry.allow, index, id))
@@ -69,6 +70,7 @@ export class KeySetBuilder {
     } catch (error) {
       this.problems.push((error as Error).message)
       this.failedAt.push(index)
+      if (readId !== undefined) this.failedIds.add(readId)
       return undefined
     }
   }
@@ -86,12 +88,6 @@ export class KeySetBuilder {
       this.columns.plainText.set(row, 1)
       this.columns.plainTextCount++
     }
-    if (entry.digest !== undefined) this.release(entry)
-  }
-
-  /** The id of a checked entry that will not be `put` no longer counts as taken. */
-  release(entry: CheckedEntry): void {
-    if (this.failedIds.size > 0) this.failedIds.delete(entry.idBytes.toString('latin1', entry.idStart, entry.idStart + entry.idLength))
   }
 
   /**

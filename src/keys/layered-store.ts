@@ -75,7 +75,7 @@ export class LayeredBuilder {
     const checked = this.added.check(entry, index, from)
     if (checked === undefined) return
     const row = this.base.find(checked.digest as string)
-    if (this.keep(row, checked)) return this.added.release(checked)
+    if (this.keep(row, checked)) return
     this.put(row, checked)
   }
 
