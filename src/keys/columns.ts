@@ -2,8 +2,8 @@
  * Typed columns for a key set of any size: values in chunks of 65,536 rows, so that growing
  * never copies what is there, and a column nobody set costs nothing. Pure.
  */
-export const CHUNK_BITS = 16
-export const CHUNK_ROWS = 1 << CHUNK_BITS
+const CHUNK_BITS = 16
+const CHUNK_ROWS = 1 << CHUNK_BITS
 const ROW_MASK = CHUNK_ROWS - 1
 
 type Typed = Float64Array | Uint32Array | Uint8Array
@@ -57,38 +57,40 @@ export class ByteStrings {
 
   /** Row `row` as a latin1 string. */
   get(row: number): string {
-    const at = this.at.get(row)
-    const offset = at % BYTES_PER_CHUNK
-    return (this.chunks[Math.floor(at / BYTES_PER_CHUNK)] as Buffer).toString('latin1', offset, offset + this.lengths.get(row))
+    const offset = this.offsetOf(row)
+    return this.chunkOf(row).toString('latin1', offset, offset + this.lengths.get(row))
   }
 
   /** Whether row `row` holds the bytes of row `otherRow` of `other`. */
   equalsRow(row: number, other: ByteStrings, otherRow: number): boolean {
-    const at = other.at.get(otherRow)
-    const offset = at % BYTES_PER_CHUNK
-    return this.equals(row, other.chunks[Math.floor(at / BYTES_PER_CHUNK)] as Buffer, offset, other.lengths.get(otherRow))
+    return this.equals(row, other.chunkOf(otherRow), other.offsetOf(otherRow), other.lengths.get(otherRow))
   }
 
   /** FNV-1a of row `row`'s bytes. */
   hash(row: number): number {
-    const at = this.at.get(row)
-    const offset = at % BYTES_PER_CHUNK
-    return hashBytes(this.chunks[Math.floor(at / BYTES_PER_CHUNK)] as Buffer, offset, this.lengths.get(row))
+    return hashBytes(this.chunkOf(row), this.offsetOf(row), this.lengths.get(row))
   }
 
   /** Whether row `row` holds the `length` bytes of `from` at `start`. */
   equals(row: number, from: Buffer, start: number, length: number): boolean {
     if (this.lengths.get(row) !== length) return false
-    const at = this.at.get(row)
-    const offset = at % BYTES_PER_CHUNK
-    const chunk = this.chunks[Math.floor(at / BYTES_PER_CHUNK)] as Buffer
+    const chunk = this.chunkOf(row)
+    const offset = this.offsetOf(row)
     for (let k = 0; k < length; k++) if (chunk[offset + k] !== from[start + k]) return false
     return true
+  }
+
+  private chunkOf(row: number): Buffer {
+    return this.chunks[Math.floor(this.at.get(row) / BYTES_PER_CHUNK)] as Buffer
+  }
+
+  private offsetOf(row: number): number {
+    return this.at.get(row) % BYTES_PER_CHUNK
   }
 }
 
 /** FNV-1a of the bytes. */
-export function hashBytes(bytes: Buffer, start: number, length: number): number {
+function hashBytes(bytes: Buffer, start: number, length: number): number {
   let h = 0x811c9dc5 | 0
   for (let i = start; i < start + length; i++) h = Math.imul(h ^ (bytes[i] as number), 0x01000193)
   return h >>> 0
@@ -105,13 +107,13 @@ export function radixOrder(keys: Uint32Array, count: number): Uint32Array {
 }
 
 /** `radixOrder`, the keys in that order, and `payload` (a value per row) in that order too. */
-export function radixSort(keys: Uint32Array, count: number, payload?: Uint32Array): { order: Uint32Array; sorted: Uint32Array; carried: Uint32Array } {
+export function radixSort(keys: Uint32Array, count: number, payload?: Uint32Array): { order: Uint32Array; sorted: Uint32Array; carried?: Uint32Array } {
   let order = new Uint32Array(count)
   let next = new Uint32Array(count)
   let sorted = keys.slice(0, count)
   let nextKeys = new Uint32Array(count)
-  let carried = payload === undefined ? order : payload.slice(0, count)
-  let nextCarried = payload === undefined ? next : new Uint32Array(count)
+  let carried = payload?.slice(0, count)
+  let nextCarried = payload === undefined ? undefined : new Uint32Array(count)
   for (let row = 0; row < count; row++) order[row] = row
   let largest = 0
   for (let i = 0; i < count; i++) largest = Math.max(largest, sorted[i] as number)
@@ -135,7 +137,7 @@ export function radixSort(keys: Uint32Array, count: number, payload?: Uint32Arra
       counts[digit] = to + 1
       next[to] = order[i] as number
       nextKeys[to] = key
-      if (payload !== undefined) nextCarried[to] = carried[i] as number
+      if (carried !== undefined) (nextCarried as Uint32Array)[to] = carried[i] as number
     }
     // Swapped one by one: a destructuring swap here made the whole sort four times slower (V8 11).
     const order_ = order
@@ -148,7 +150,7 @@ export function radixSort(keys: Uint32Array, count: number, payload?: Uint32Arra
     carried = nextCarried
     nextCarried = carried_
   }
-  return { order, sorted, carried: payload === undefined ? order : carried }
+  return { order, sorted, carried }
 }
 
 const RADIX_BITS = 11

@@ -35,13 +35,6 @@ export class DigestRows {
   readonly chunks: Int32Array[] = []
   count = 0
 
-  /** Adds the digest written as 64 lowercase hex digits at `bytes[start]`; false (nothing added) when they are not. */
-  addHex(bytes: Buffer | Uint8Array, start: number): boolean {
-    if (!hexToWords(bytes, start, this.nextRow(), (this.count & ROW_MASK) * WORDS_PER_DIGEST)) return false
-    this.count++
-    return true
-  }
-
   /** Adds a digest given as eight words. */
   addWords(words: Int32Array): void {
     this.nextRow().set(words, (this.count & ROW_MASK) * WORDS_PER_DIGEST)
@@ -72,8 +65,8 @@ export class DigestRows {
   }
 }
 
-/** Decodes 64 lowercase hex digits at `bytes[start]` into eight words at `into[at]`; false when they are not hex digits. */
-export function hexToWords(bytes: Buffer | Uint8Array, start: number, into: Int32Array, at = 0): boolean {
+/** Decodes 64 lowercase hex digits at `bytes[start]` into eight words (`DigestRows`' layout); false when they are not hex digits. */
+export function hexToWords(bytes: Buffer | Uint8Array, start: number, into: Int32Array): boolean {
   let bad = 0
   for (let w = 0; w < WORDS_PER_DIGEST; w++) {
     let value = 0
@@ -84,7 +77,7 @@ export function hexToWords(bytes: Buffer | Uint8Array, start: number, into: Int3
       bad |= high | low // -1 when either is not a hex digit
       value |= ((high << 4) | low) << (b * 8)
     }
-    into[at + w] = value
+    into[w] = value
   }
   return bad >= 0
 }
@@ -240,7 +233,7 @@ function fillTable(rows: DigestRows, bucketCount: number): Int32Array | { duplic
     let free = freeSlot(table, (sorted[i] as number) * INTS_PER_BUCKET)
     if (free === NOT_FOUND) free = freeSlot(table, (rows.word(row, 1) & mask) * INTS_PER_BUCKET)
     if (free === NOT_FOUND) return undefined
-    table[free] = (carried[i] as number) | 0
+    table[free] = ((carried as Uint32Array)[i] as number) | 0
     table[free + 1] = row + 1
   }
   return tagsApart(rows, tags, table, mask) ?? table

@@ -1,6 +1,6 @@
 /** What deserves an operator's look in a valid keys file: `keygate check` and startup report it. Pure. */
 import type { KeyStore } from './store.js'
-import type { KeyTable } from './key-table.js'
+import { DigestKeyStore } from './key-table.js'
 
 const DAY_MS = 86_400_000
 /** How far ahead an expiry is worth a warning. */
@@ -32,7 +32,7 @@ export interface KeysFileFindings {
  * (the first ones; API_KEY's comes after them).
  */
 export function findingsOf(store: KeyStore, nowMs: number, fileKeys = store.size): KeysFileFindings {
-  const table = (store as { table?: KeyTable }).table
+  const table = store instanceof DigestKeyStore ? store.table : undefined
   const soon = nowMs + EXPIRY_WARNING_DAYS * DAY_MS
   const findings: KeysFileFindings = { keys: fileKeys, expired: [], expiringSoon: [], plainText: [], withRules: 0, allowNothing: [], withLimits: 0 }
   if (table === undefined) return findings

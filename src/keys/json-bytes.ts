@@ -20,6 +20,9 @@ const FLAT_MEMBERS = 8
 export class FlatObject {
   readonly members = new Int32Array(FLAT_MEMBERS * 4)
   count = 0
+  /** Newlines in the object's white space (only there can one be), and the offset of the last. */
+  newlines = 0
+  lastNewline = -1
 
   /**
    * Scans the flat object at `buf[from]` (an opening brace) up to `end`; the offset after it, or -1
@@ -31,23 +34,24 @@ export class FlatObject {
   scan(buf: Buffer, from: number, end: number): number {
     const { members } = this
     let count = 0
-    for (let i = skipSpaces(buf, from + 1, end); ; ) {
+    this.newlines = 0
+    for (let i = this.skipSpaces(buf, from + 1, end); ; ) {
       if (i >= end || buf[i] !== QUOTE || count === FLAT_MEMBERS) return -1
       const nameEnd = quoteAfter(buf, i + 1, end)
       members[count * 4] = i + 1
       members[count * 4 + 1] = nameEnd
-      i = skipSpaces(buf, nameEnd + 1, end)
+      i = this.skipSpaces(buf, nameEnd + 1, end)
       if (i >= end || buf[i] !== COLON) return -1
-      i = skipSpaces(buf, i + 1, end)
+      i = this.skipSpaces(buf, i + 1, end)
       if (i >= end || buf[i] !== QUOTE) return -1
       const valueEnd = quoteAfter(buf, i + 1, end)
       members[count * 4 + 2] = i + 1
       members[count * 4 + 3] = valueEnd
       if (valueEnd >= end || repeatsName(buf, members, count)) return -1
       count++
-      i = skipSpaces(buf, valueEnd + 1, end)
+      i = this.skipSpaces(buf, valueEnd + 1, end)
       if (i < end && buf[i] === COMMA) {
-        i = skipSpaces(buf, i + 1, end)
+        i = this.skipSpaces(buf, i + 1, end)
         continue
       }
       if (i >= end || buf[i] !== CLOSE_OBJECT) return -1
@@ -55,18 +59,23 @@ export class FlatObject {
       return i + 1
     }
   }
+
+  private skipSpaces(buf: Buffer, from: number, end: number): number {
+    let i = from
+    for (let c = buf[i]; i < end && (c === 0x20 || c === NEWLINE || c === 0x0d || c === 0x09); c = buf[++i]) {
+      if (c === NEWLINE) {
+        this.newlines++
+        this.lastNewline = i
+      }
+    }
+    return i
+  }
 }
 
 /** The offset of the next quote from `from` on, or `end`. */
 function quoteAfter(buf: Buffer, from: number, end: number): number {
   let i = from
   while (i < end && buf[i] !== QUOTE) i++
-  return i
-}
-
-function skipSpaces(buf: Buffer, from: number, end: number): number {
-  let i = from
-  for (let c = buf[i]; i < end && (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09); c = buf[++i]);
   return i
 }
 

@@ -155,17 +155,16 @@ export class Reader {
     this.ensure(FLAT_LOOKAHEAD) // near the end of the document there is less: the scan stops there
     const end = this.flat.scan(this.buf, this.pos, this.end)
     if (end === -1 || !handlers.onFlatEntry(this.buf, this.flat.members, this.flat.count, index)) return false
-    this.passLines(end)
+    this.passLines()
     this.pos = end
     return true
   }
 
   /** Counts the lines of a flat entry that the handler accepted (`JSON.stringify(file, null, 2)` writes them). */
-  private passLines(until: number): void {
-    for (let at = this.buf.indexOf(NEWLINE, this.pos); at !== -1 && at < until; at = this.buf.indexOf(NEWLINE, at + 1)) {
-      this.line++
-      this.lineStart = this.base + at + 1
-    }
+  private passLines(): void {
+    if (this.flat.newlines === 0) return
+    this.line += this.flat.newlines
+    this.lineStart = this.base + this.flat.lastNewline + 1
   }
 
   /**

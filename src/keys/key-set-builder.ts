@@ -139,12 +139,11 @@ export class KeySetBuilder {
   }
 
   /** The store of every entry added, with `defaults` for those without their own; or the problems. */
-  finish(options: FinishOptions = {}): { store?: KeyStore; problems: string[] } {
+  finish(options: FinishOptions = {}, compiled = this.compileShared(options)): { store?: KeyStore; problems: string[] } {
     for (const [, later] of repeatedStrings(this.columns.ids, this.columns.count)) {
       this.problems.push(`${where(this.indexOfRow(later), this.columns.ids.get(later))}: id is used by an earlier entry`)
     }
-    const compiled = this.compileShared(options)
-    if (compiled === undefined) return { problems: this.problems }
+    if (compiled === undefined || this.problems.length > 0) return { problems: this.problems }
     const table = KeyTable.build(this.columns, compiled.defaults, options.indexed ?? true)
     if (!(table instanceof KeyTable)) {
       const [first, second] = table.duplicate

@@ -112,8 +112,7 @@ export class KeyTable {
   record(row: number): KeyRecord {
     const { columns } = this
     const id = columns.ids.get(row)
-    const limitCode = columns.limitCodes.get(row)
-    const limit = limitCode === INHERIT ? this.defaultLimit : columns.limits[limitCode]
+    const limit = this.limitOf(row)
     return { id, expiresAtMs: columns.expiry.get(row), policy: this.policyOf(row), rateLimit: limit === undefined ? undefined : rateLimitFor(limit, id) }
   }
 
@@ -127,8 +126,13 @@ export class KeyTable {
   }
 
   hasLimit(row: number): boolean {
+    return this.limitOf(row) !== undefined
+  }
+
+  /** The limit row `row` has (for any id: see `rateLimitFor`). */
+  private limitOf(row: number): RateLimit | undefined {
     const code = this.columns.limitCodes.get(row)
-    return (code === INHERIT ? this.defaultLimit : this.columns.limits[code]) !== undefined
+    return code === INHERIT ? this.defaultLimit : this.columns.limits[code]
   }
 
   isPlainText(row: number): boolean {
@@ -170,10 +174,16 @@ export class DigestKeyStore implements KeyStore {
   }
 
   lookup(credential: string): KeyRecord | undefined {
-    // Longer than any valid key: no key can match, and hashing 100 KB would be wasted work.
-    if (typeof credential !== 'string' || credential.length === 0 || credential.length > MAX_KEY_LENGTH) return undefined
-    const row = this.table.find(digestOf(credential))
+    const digest = digestToLookUp(credential)
+    const row = digest === undefined ? -1 : this.table.find(digest)
     return row === -1 ? undefined : this.table.record(row)
   }
+}
+
+/** The digest a store looks `credential` up by; undefined when no key can be it. */
+export function digestToLookUp(credential: string): string | undefined {
+  // Longer than any valid key: no key can match, and hashing 100 KB would be wasted work.
+  if (typeof credential !== 'string' || credential.length === 0 || credential.length > MAX_KEY_LENGTH) return undefined
+  return digestOf(credential)
 }
 

@@ -6,9 +6,8 @@
  */
 import { where, type KeyEntry } from './entry-check.js'
 import { KeySetBuilder, type FinishOptions } from './key-set-builder.js'
-import { DigestKeyStore, KeyTable, type CheckedEntry, type KeyRecord } from './key-table.js'
+import { DigestKeyStore, digestToLookUp, KeyTable, type CheckedEntry, type KeyRecord } from './key-table.js'
 import type { Policy } from './policy.js'
-import { digestOf, MAX_KEY_LENGTH } from './entry-check.js'
 import type { KeyStore } from './store.js'
 
 // Below this many keys a whole new set is cheap: layers are for big ones.
@@ -27,8 +26,8 @@ export class LayeredKeyStore implements KeyStore {
   ) {}
 
   lookup(credential: string): KeyRecord | undefined {
-    if (typeof credential !== 'string' || credential.length === 0 || credential.length > MAX_KEY_LENGTH) return undefined
-    const digest = digestOf(credential)
+    const digest = digestToLookUp(credential)
+    if (digest === undefined) return undefined
     // Both layers are asked, whichever holds the key: the work does not say where it is.
     const row = this.base.find(digest)
     const added = this.added.table.find(digest)
@@ -83,10 +82,8 @@ export class LayeredBuilder {
     const checked = this.added.checkFlat(bytes, members, count, index)
     if (checked === undefined) return false
     const row = this.base.findWords(this.added.flatWords)
-    if (this.keep(row, checked)) return true
-    const before = this.added.columns.count
-    this.put(row, checked)
-    return this.added.columns.count > before
+    if (!this.keep(row, checked)) this.put(row, checked)
+    return true
   }
 
   /** The new store; `rebuild` when so much changed that a whole new set costs less than layers; or the problems. */
@@ -97,7 +94,7 @@ export class LayeredBuilder {
     if (problems.length > 0) return { problems }
     const addedCount = this.added.columns.count
     if (addedCount + (this.base.size - this.kept) > this.base.size * MAX_CHANGED_SHARE) return { rebuild: true, problems }
-    const { store: added, problems: addedProblems } = this.added.finish(options)
+    const { store: added, problems: addedProblems } = this.added.finish(options, compiled)
     if (added === undefined) return { problems: addedProblems }
     const base = this.base.withDefaults(compiled.defaults)
     return { store: new LayeredKeyStore(base, this.live, added as DigestKeyStore, compiled.publicPolicy, this.kept + addedCount), problems }
@@ -118,9 +115,7 @@ export class LayeredBuilder {
   }
 
   private put(row: number, entry: CheckedEntry): void {
-    const before = this.added.columns.count
     this.added.put(entry)
-    if (this.added.columns.count === before) return
     this.addedIndex.push(entry.index)
     if (row !== -1) this.superseded.push(row, entry.index, this.added.columns.count - 1)
   }

@@ -82,6 +82,8 @@ const FAULTS: Array<[string, number, number, RegExp]> = [
   ['{"k":"\\u12"}', 1, 6, /control character, an escape/],
   ['', 1, 1, /ends where a value should be/],
   ['{"keys":[{"id":"a",\n"id":"b"}]}', 2, 1, /a field given twice/],
+  // Lines inside entries read on the fast path count too.
+  ['{"keys":[\n {"id": "a",\n  "sha256": "b"},\n x]}', 4, 2, /expected a value/],
 ]
 
 test('a fault is a JsonSyntaxError with its line and column, the same at any window boundary', () => {
