@@ -91,8 +91,19 @@ function percentile(p: number): number {
   return latencies.length - 1
 }
 
-const sockets = Array.from({ length: Number(connections) }, () => connect(Number(port), '127.0.0.1'))
-sockets.forEach((socket) => socket.setNoDelay(true).once('connect', () => drive(socket)))
+const sockets = new Set<Socket>()
+let measuringDone = false
+/** One connection; one the server closes is replaced, so that the load stays at CONNECTIONS. */
+function open(): void {
+  const socket = connect(Number(port), '127.0.0.1')
+  sockets.add(socket)
+  socket.setNoDelay(true).once('connect', () => drive(socket))
+  socket.once('close', () => {
+    sockets.delete(socket)
+    if (!measuringDone) open()
+  })
+}
+for (let i = 0; i < Number(connections); i++) open()
 setTimeout(() => {
   const pids = serverPids.split(',').filter((pid) => pid !== '')
   const cpuAtStart = cpuSeconds(pids)
@@ -100,6 +111,7 @@ setTimeout(() => {
   const started = process.hrtime.bigint()
   setTimeout(() => {
     measuring = false
+    measuringDone = true
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
     const cpuUsPerRequest = ((cpuSeconds(pids) - cpuAtStart) * 1e6) / completed
     process.stdout.write(`${JSON.stringify({ rps: completed / seconds, requests: completed, p50Us: percentile(0.5), p99Us: percentile(0.99), cpuUsPerRequest, errors })}\n`)
