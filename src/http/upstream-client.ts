@@ -25,7 +25,8 @@ export interface CallHandlers {
   onHead(head: AnswerHead): void
   /** A piece of the body; false asks the client to pause until `resume()`. */
   onBody(chunk: Buffer): boolean
-  onEnd(): void
+  /** The answer is whole; `last` is its final piece of body when that came with the end (not given to `onBody`). */
+  onEnd(last?: Buffer): void
   /** The connection failed; `afterHead` once the head was delivered. */
   onError(error: NodeJS.ErrnoException, afterHead: boolean): void
 }
@@ -52,36 +53,101 @@ export class UpstreamProtocolError extends Error {
 }
 
 export function createUpstreamClient(target: UpstreamTarget) {
-  const idle: Socket[] = []
-  const open = (): Socket => {
+  const idle: Connection[] = []
+  const open = (): Connection => {
     const socket = target.tls
       ? connectTls({ host: target.host, port: target.port, servername: isIP(target.host) === 0 ? target.host : undefined })
       : connectTcp({ host: target.host, port: target.port })
     socket.setNoDelay(true)
-    return socket
+    return new Connection(socket, idle)
   }
-  const park = (socket: Socket) => {
-    // An idle socket that reads or closes is dropped: the service closed it, or broke the protocol.
-    const drop = () => {
-      const at = idle.indexOf(socket)
-      if (at !== -1) idle.splice(at, 1)
-      socket.destroy()
-    }
-    socket.once('data', drop).once('close', drop).once('error', drop)
-    idle.push(socket)
-  }
-  const unpark = (socket: Socket) => socket.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
   return {
     /** Sends the head at once; the body (if `bodyFraming` is not 'none') follows through `write` and `end`. */
     call(method: string, path: string, headers: readonly string[], bodyFraming: 'none' | 'length' | 'chunked', handlers: CallHandlers, fresh = false): Call {
-      const reusedSocket = fresh ? undefined : idle.pop()
-      const socket = reusedSocket === undefined ? open() : unpark(reusedSocket)
-      return new UpstreamCall(socket, reusedSocket !== undefined, method, handlers, park, bodyFraming).start(method, path, headers)
+      const reused = fresh ? undefined : idle.pop()
+      const connection = reused ?? open()
+      const call = new UpstreamCall(connection, reused !== undefined, method, handlers, bodyFraming)
+      connection.call = call
+      return call.start(method, path, headers)
     },
     close() {
-      for (const socket of idle.splice(0)) socket.destroy()
+      for (const connection of idle.splice(0)) connection.socket.destroy()
     },
   }
+}
+
+/**
+ * One socket to the service and the call it serves, if any. Its listeners stay for the socket's
+ * life (adding and removing them per request cost more than the parse): while idle, anything the
+ * socket reports (bytes, a close, an error) means the service closed it or broke the protocol.
+ */
+class Connection {
+  call: UpstreamCall | undefined
+
+  constructor(
+    readonly socket: Socket,
+    private readonly idle: Connection[],
+  ) {
+    socket.on('data', (chunk: Buffer) => (this.call === undefined ? this.drop() : this.call.onData(chunk)))
+    socket.on('error', (error: NodeJS.ErrnoException) => (this.call === undefined ? this.drop() : this.call.fail(error)))
+    socket.on('close', () => (this.call === undefined ? this.drop() : this.call.onClose()))
+  }
+
+  /** The call is over and the socket can carry another. */
+  park(): void {
+    this.call = undefined
+    this.idle.push(this)
+  }
+
+  private drop(): void {
+    const at = this.idle.indexOf(this)
+    if (at !== -1) this.idle.splice(at, 1)
+    this.socket.destroy()
+  }
+}
+
+const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/
+
+/** What the header fields of an answer say about its framing. */
+interface Fields {
+  rawHeaders: string[]
+  length: number | undefined
+  chunked: boolean
+  /** A Transfer-Encoding whose last coding is not chunked. */
+  otherCoding: boolean
+  close: boolean
+  keepAlive: boolean
+}
+
+/**
+ * The header lines of `text` from `at` on, as `[name, value, ...]`; undefined when one is malformed
+ * (no name, obs-fold, Content-Lengths that disagree). Names are lower-cased only when their length
+ * matches one of the three that decide framing.
+ */
+function parseFields(text: string, at: number): Fields | undefined {
+  const fields: Fields = { rawHeaders: [], length: undefined, chunked: false, otherCoding: false, close: false, keepAlive: false }
+  while (at < text.length) {
+    let end = text.indexOf(CRLF, at)
+    if (end === -1) end = text.length
+    const colon = text.indexOf(':', at)
+    const first = text.charCodeAt(at)
+    if (colon <= at || colon > end || first === 32 || first === 9) return undefined // obs-fold or no name
+    const name = text.slice(at, colon)
+    const value = text.slice(colon + 1, end).trim()
+    at = end + 2
+    fields.rawHeaders.push(name, value)
+    if (name.length === 14 && name.toLowerCase() === 'content-length') {
+      if (!/^\d{1,15}$/.test(value) || (fields.length !== undefined && fields.length !== Number(value))) return undefined
+      fields.length = Number(value)
+    } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
+      fields.chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
+      fields.otherCoding = !fields.chunked
+    } else if (name.length === 10 && name.toLowerCase() === 'connection') {
+      fields.close ||= /(?:^|,)\s*close\s*(?:,|$)/i.test(value)
+      fields.keepAlive ||= /keep-alive/i.test(value)
+    }
+  }
+  return fields
 }
 
 type Framing = { kind: 'none' } | { kind: 'length'; left: number } | { kind: 'chunked' } | { kind: 'close' }
@@ -97,23 +163,23 @@ class UpstreamCall implements Call {
   private chunkLeft = -1 // chunked: bytes of the current chunk still to come; -1 while reading a size line
   private trailers = false
 
+  private readonly socket: Socket
+
   constructor(
-    private readonly socket: Socket,
+    private readonly connection: Connection,
     readonly reused: boolean,
     private readonly method: string,
     private readonly handlers: CallHandlers,
-    private readonly park: (socket: Socket) => void,
     private readonly bodyFraming: 'none' | 'length' | 'chunked',
-  ) {}
+  ) {
+    this.socket = connection.socket
+  }
 
   start(method: string, path: string, headers: readonly string[]): this {
     let head = `${method} ${path} HTTP/1.1${CRLF}`
     for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}${CRLF}`
     if (this.bodyFraming === 'chunked') head += `Transfer-Encoding: chunked${CRLF}`
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
-    this.socket.on('error', (error: NodeJS.ErrnoException) => this.fail(error))
-    this.socket.on('close', () => (this.framing.kind === 'close' && this.head !== undefined ? this.complete() : this.fail(new UpstreamProtocolError('socket hang up', 'ECONNRESET'))))
-    this.socket.write(head + CRLF)
+    this.socket.write(head + CRLF, 'latin1')
     if (this.bodyFraming === 'none') this.requestDone = true
     return this
   }
@@ -146,7 +212,13 @@ class UpstreamCall implements Call {
     this.socket.destroy()
   }
 
-  private onData(chunk: Buffer): void {
+  /** The socket closed: the end of an answer framed by the close, otherwise a failure. */
+  onClose(): void {
+    if (this.framing.kind === 'close' && this.head !== undefined) this.complete()
+    else this.fail(new UpstreamProtocolError('socket hang up', 'ECONNRESET'))
+  }
+
+  onData(chunk: Buffer): void {
     if (this.finished) return
     let data = this.buffer === undefined ? chunk : Buffer.concat([this.buffer, chunk])
     this.buffer = undefined
@@ -173,40 +245,23 @@ class UpstreamCall implements Call {
 
   /** The status line and headers; decides how the body is framed. */
   private parseHead(text: string): 'interim' | 'bad' | 'ok' {
-    const lines = text.split(CRLF)
-    const match = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0] ?? '')
+    let lineEnd = text.indexOf(CRLF)
+    if (lineEnd === -1) lineEnd = text.length
+    const match = STATUS_LINE.exec(text.slice(0, lineEnd))
     if (match === null) return 'bad'
     const status = Number(match[2])
     if (status >= 100 && status < 200) return 'interim' // 100, 103: the client gets only the final answer
-    const rawHeaders: string[] = []
-    let length: number | undefined
-    let chunked = false
-    let close = match[1] === '0'
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i] as string
-      const colon = line.indexOf(':')
-      if (colon <= 0 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) return 'bad' // obs-fold or no name
-      const name = line.slice(0, colon)
-      const value = line.slice(colon + 1).trim()
-      const lower = name.toLowerCase()
-      if (lower === 'content-length') {
-        if (!/^\d{1,15}$/.test(value) || (length !== undefined && length !== Number(value))) return 'bad'
-        length = Number(value)
-      } else if (lower === 'transfer-encoding') {
-        // Chunked must be the last coding; any other transfer coding ends with the connection (RFC 9112 section 6.3).
-        chunked = /(?:^|,)\s*chunked\s*$/i.test(value)
-        if (!chunked) close = true
-      }
-      else if (lower === 'connection') close = /(?:^|,)\s*close\s*(?:,|$)/i.test(value) || (close && !/keep-alive/i.test(value))
-      rawHeaders.push(name, value)
-    }
-    this.reusable = !close
+    const fields = parseFields(text, lineEnd + 2)
+    if (fields === undefined) return 'bad'
+    // HTTP/1.0 keeps the connection only when asked to; any transfer coding but chunked last
+    // ends with the connection (RFC 9112 section 6.3).
+    const close = fields.close || fields.otherCoding || (match[1] === '0' && !fields.keepAlive)
     if (this.method === 'HEAD' || status === 204 || status === 304) this.framing = { kind: 'none' }
-    else if (chunked) this.framing = { kind: 'chunked' }
-    else if (length !== undefined && !rawHeaders.some((header, i) => i % 2 === 0 && header.toLowerCase() === 'transfer-encoding')) this.framing = { kind: 'length', left: length }
+    else if (fields.chunked) this.framing = { kind: 'chunked' }
+    else if (fields.length !== undefined && !fields.otherCoding) this.framing = { kind: 'length', left: fields.length }
     else this.framing = { kind: 'close' }
-    if (this.framing.kind === 'close') this.reusable = false
-    this.head = { status, rawHeaders }
+    this.reusable = !close && this.framing.kind !== 'close'
+    this.head = { status, rawHeaders: fields.rawHeaders }
     this.handlers.onHead(this.head)
     return 'ok'
   }
@@ -221,8 +276,9 @@ class UpstreamCall implements Call {
     if (framing.kind === 'length') {
       const piece = data.subarray(0, framing.left)
       framing.left -= piece.length
-      this.deliver(piece)
-      if (framing.left === 0) this.complete()
+      // The last piece goes with the end, so that the proxy can send it with the head in one write.
+      if (framing.left === 0) this.complete(piece)
+      else this.deliver(piece)
       return data.subarray(piece.length)
     }
     return this.chunk(data)
@@ -262,12 +318,12 @@ class UpstreamCall implements Call {
     if (piece.length > 0 && !this.finished && !this.handlers.onBody(piece)) this.socket.pause()
   }
 
-  private complete(): void {
+  private complete(last?: Buffer): void {
     if (this.answerDone) return
     this.answerDone = true
     // An answer before the whole request body: the rest of it must not reach the service as a next request.
     if (!this.requestDone) this.reusable = false
-    this.handlers.onEnd()
+    this.handlers.onEnd(last !== undefined && last.length > 0 ? last : undefined)
     if (this.requestDone) this.release()
   }
 
@@ -275,14 +331,14 @@ class UpstreamCall implements Call {
   private release(): void {
     if (this.finished) return
     this.finished = true
-    this.socket.removeAllListeners('data').removeAllListeners('error').removeAllListeners('close').removeAllListeners('drain')
+    this.socket.removeAllListeners('drain')
     if (this.reusable && !this.socket.destroyed && this.buffer === undefined) {
       this.socket.resume()
-      this.park(this.socket)
+      this.connection.park()
     } else this.socket.destroy()
   }
 
-  private fail(error: NodeJS.ErrnoException): void {
+  fail(error: NodeJS.ErrnoException): void {
     if (this.finished) return
     this.finished = true
     this.socket.destroy()
