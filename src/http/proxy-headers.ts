@@ -10,6 +10,37 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 // keygate sets these itself; a client's own would lie to the service.
 const REPLACED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect'])
 
+// What a header name is to the proxy, by bits: a name is classified once, not lower-cased per request.
+const HOP = 1 // hop-by-hop (RFC 9110 section 7.6.1)
+const NOT_TO_SERVICE = 2 // replaced by keygate's own, or a credential other than Authorization
+const AUTHORIZATION = 4
+const FORWARDED_FOR = 8
+const REQUEST_ID = 16
+const CONNECTION = 32
+const UPGRADE = 64
+
+// Header names come back in the same few spellings: their classes are kept, up to a bound (a
+// client making up names fills it once, then pays the lower-casing as before).
+const classes = new Map<string, number>()
+const MAX_CLASSIFIED = 4096
+const MAX_CLASSIFIED_LENGTH = 64
+
+function classOf(name: string): number {
+  let found = classes.get(name)
+  if (found !== undefined) return found
+  const lower = name.toLowerCase()
+  found =
+    (HOP_BY_HOP.has(lower) ? HOP : 0) |
+    (REPLACED.has(lower) || lower.startsWith('x-keygate-') || lower === 'x-api-key' ? NOT_TO_SERVICE : 0) |
+    (lower === 'authorization' ? AUTHORIZATION : 0) |
+    (lower === 'x-forwarded-for' ? FORWARDED_FOR : 0) |
+    (lower === 'x-request-id' ? REQUEST_ID : 0) |
+    (lower === 'connection' ? CONNECTION : 0) |
+    (lower === 'upgrade' ? UPGRADE : 0)
+  if (classes.size < MAX_CLASSIFIED && name.length <= MAX_CLASSIFIED_LENGTH) classes.set(name, found)
+  return found
+}
+
 /** What keygate knows of the request when it forwards it. */
 export interface ForwardFacts {
   /** The key's id; `undefined` for a request a public rule let through. */
@@ -24,18 +55,20 @@ export interface ForwardFacts {
   tunnel: boolean
 }
 
-/** The names a `Connection` header lists, lower case (`close`, `upgrade` and the fields to drop). */
-function connectionOptions(raw: readonly string[]): Set<string> {
-  const named = new Set<string>()
+/** The names a `Connection` header lists, lower case (`close`, `upgrade` and the fields to drop); undefined without one. */
+function connectionOptions(raw: readonly string[]): Set<string> | undefined {
+  let named: Set<string> | undefined
   for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as string).toLowerCase() !== 'connection') continue
+    if ((classOf(raw[i] as string) & CONNECTION) === 0) continue
+    named ??= new Set()
     for (const option of (raw[i + 1] as string).split(',')) named.add(option.trim().toLowerCase())
   }
   return named
 }
 
-function droppedBetweenHops(name: string, named: Set<string>): boolean {
-  return HOP_BY_HOP.has(name) || named.has(name)
+/** Hop-by-hop: by RFC 9110's list, or named in `Connection`. */
+function droppedBetweenHops(name: string, kind: number, named: Set<string> | undefined): boolean {
+  return (kind & HOP) !== 0 || (named !== undefined && named.has(name.toLowerCase()))
 }
 
 /** The request's headers for the service, as a flat `[name, value, ...]` list in the client's order and case. */
@@ -46,10 +79,10 @@ export function upstreamHeaders(req: IncomingMessage, facts: ForwardFacts): stri
   let forwardedFor: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string
-    const lower = name.toLowerCase()
-    if (lower === 'x-forwarded-for') forwardedFor = forwardedFor === undefined ? (raw[i + 1] as string) : `${forwardedFor}, ${raw[i + 1] as string}`
-    if (droppedBetweenHops(lower, named) || REPLACED.has(lower) || lower.startsWith('x-keygate-') || lower === 'x-api-key') continue
-    if (lower === 'authorization' && facts.dropAuthorization) continue
+    const kind = classOf(name)
+    if ((kind & FORWARDED_FOR) !== 0) forwardedFor = forwardedFor === undefined ? (raw[i + 1] as string) : `${forwardedFor}, ${raw[i + 1] as string}`
+    if ((kind & NOT_TO_SERVICE) !== 0 || droppedBetweenHops(name, kind, named)) continue
+    if ((kind & AUTHORIZATION) !== 0 && facts.dropAuthorization) continue
     out.push(name, raw[i + 1] as string)
   }
   if (facts.tunnel) out.push('Connection', 'upgrade', 'Upgrade', String(req.headers.upgrade))
@@ -75,9 +108,9 @@ export function downstreamHeaders(raw: readonly string[], extra: readonly string
   let hasRequestId = false
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string
-    const lower = name.toLowerCase()
-    if (droppedBetweenHops(lower, named) && !(tunnel && (lower === 'connection' || lower === 'upgrade'))) continue
-    if (lower === 'x-request-id') hasRequestId = true
+    const kind = classOf(name)
+    if (droppedBetweenHops(name, kind, named) && !(tunnel && (kind & (CONNECTION | UPGRADE)) !== 0)) continue
+    if ((kind & REQUEST_ID) !== 0) hasRequestId = true
     out.push(name, raw[i + 1] as string)
   }
   if (extra !== undefined) out.push(...extra)

@@ -157,11 +157,11 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
     let settled = false
     let upstream: Call
     let timer: NodeJS.Timeout | undefined
-    const done = (result: Omit<UpstreamResult, 'ms'>) => {
+    const done = (status: number | undefined, error: UpstreamError | undefined) => {
       clearTimeout(timer)
       if (settled) return
       settled = true
-      resolve({ ...result, ms: performance.now() - started })
+      resolve({ status, ms: performance.now() - started, error })
     }
     const fail = (kind: UpstreamError) => {
       if (settled) return
@@ -170,7 +170,7 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
       else if (kind === 'timeout') x.replies.gatewayTimeout(req, res, x.facts.requestId)
       else if (kind === 'body_too_large') x.replies.tooLarge(req, res, x.facts.requestId)
       else if (kind !== 'client_aborted') x.replies.badGateway(req, res, x.facts.requestId)
-      done({ error: kind })
+      done(undefined, kind)
     }
     const attempt = (fresh: boolean) => {
       let status = 0
@@ -189,7 +189,12 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
           res.once('drain', () => upstream.resume())
           return false
         },
-        onEnd: () => res.end(() => done({ status })),
+        onEnd(last) {
+          const ended = () => done(status, undefined)
+          if (last === undefined) res.end(ended)
+          else if (last.length <= ONE_WRITE_BYTES) res.end(last.toString('latin1'), 'latin1', ended)
+          else res.end(last, ended)
+        },
         onError(error, afterHead) {
           if (afterHead || res.headersSent) return fail('reset_after_head')
           if (!fresh && upstream.reused && framing === 'none' && RETRYABLE.has(req.method ?? '') && CLOSED_UNDER_US.has(error.code ?? '')) {
@@ -210,6 +215,10 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
     if (framing !== 'none') sendBody(req, () => upstream, x.maxBodyBytes, () => settled, () => fail('body_too_large'))
   })
 }
+
+// Node writes a string body with the head in one write(2); a Buffer goes as a writev of two,
+// which costs more per answer. Up to this size the copy into a string is the cheaper part.
+const ONE_WRITE_BYTES = 8 * 1024
 
 /** Streams the request body to the service with backpressure, counting it against the limit. */
 function sendBody(req: IncomingMessage, upstream: () => Call, maxBodyBytes: number, over: () => boolean, tooLarge: () => void): void {

@@ -50,7 +50,7 @@ function call(client: ReturnType<typeof createUpstreamClient>, method: string, b
     const c = client.call(method, '/p?q=1', headers, body?.framing ?? 'none', {
       onHead: (head) => (result.head = head),
       onBody: (chunk) => ((result.body += chunk.toString('latin1')), true),
-      onEnd: () => resolve(result),
+      onEnd: (last) => resolve({ ...result, body: result.body + (last?.toString('latin1') ?? '') }),
       onError: (error) => resolve({ ...result, error: error.code ?? error.message }),
     })
     for (const part of body?.parts ?? []) c.write(Buffer.from(part))
