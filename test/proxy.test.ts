@@ -25,7 +25,7 @@ async function proxyTo(t: TestContext, behaviour?: Behaviour, env: Record<string
 
 test('forwards method, path and query after the base path, the headers as received less hop-by-hop ones and the credential', async (t) => {
   const { upstream, url } = await proxyTo(t, undefined, { TRUST_PROXY: '1' }, '/base/')
-  const answer = rawRequest(url, [
+  const answer = rawRequest(url, Buffer.from([
     'PATCH /v1/items/7?sort=desc&x=%20 HTTP/1.1',
     'Host: api.example.test',
     'Authorization: Bearer ' + KEY,
@@ -41,10 +41,11 @@ test('forwards method, path and query after the base path, the headers as receiv
     'X-Forwarded-Proto: gopher',
     'X-Custom: One',
     'x-custom: two',
+    'X-Latin: caf\u00e9', // one byte, 0xE9: obs-text, passed on as the same byte
     'Content-Length: 5',
     '',
     'hello',
-  ].join('\r\n'), 5000, false)
+  ].join('\r\n'), 'latin1'), 5000, false)
   assert.match(await answer, /^HTTP\/1\.1 200 OK/)
   const [received] = upstream.received
   assert.equal(received?.method, 'PATCH')
@@ -59,6 +60,7 @@ test('forwards method, path and query after the base path, the headers as receiv
   assert.match(upstream.header('x-request-id') ?? '', /^[0-9a-f]{32}$/)
   const raw = received?.rawHeaders ?? []
   assert.deepEqual(raw.filter((_, i) => i % 2 === 0 && /custom/i.test(raw[i] ?? '')), ['X-Custom', 'x-custom'], 'case and repeats kept')
+  assert.equal(upstream.header('x-latin'), 'caf\u00e9', 'the byte as sent, not re-encoded as UTF-8')
 })
 
 test('the service\'s answer comes back as it is, less hop-by-hop fields, with RateLimit headers and X-Request-Id', async (t) => {
