@@ -103,10 +103,14 @@ function keysFileText(count: number, rotated: boolean): string {
   return parts.join('')
 }
 
-/** keygate with `keys` (API_KEYS_FILE or API_KEY) in its environment, on CPU 1 when pinning. */
+/**
+ * keygate with `keys` (API_KEYS_FILE or API_KEY) in its environment, on CPU 1 when pinning. No
+ * throttling: waiting for a reload polls with a key that fails until then, and 20 failures would
+ * throttle the bench's own client (429 for 60 s, whatever the key: the run failed so once).
+ */
 function startKeygate(keys: Record<string, string>, port: number, pin: boolean): ChildProcess {
   const [command, args] = nodeCommand([KEYGATE], 1, pin)
-  return spawn(command, args, { env: { PATH: process.env.PATH ?? '', PORT: String(port), LOG_LEVEL: 'silent', ...keys }, stdio: ['ignore', 'ignore', 'inherit'] })
+  return spawn(command, args, { env: { PATH: process.env.PATH ?? '', PORT: String(port), LOG_LEVEL: 'silent', AUTH_FAIL_LIMIT: '0', ...keys }, stdio: ['ignore', 'ignore', 'inherit'] })
 }
 
 async function startOnce(keys: Record<string, string>, pin: boolean): Promise<number> {
