@@ -158,35 +158,44 @@ const RADIX_MASK = (1 << RADIX_BITS) - 1
 
 /**
  * Calls `visit(rows)` for each group of two or more rows whose keys are equal (rows in ascending
- * order): what is left to compare after a sort by a hash. Sorting by the low 22 bits takes two
- * passes instead of three; rows alike in those are few, and their whole keys are compared.
+ * order): what is left to compare after hashing. Rows are chained by their low bits (the keys are
+ * hashes already); only chains of two or more are looked at. One pass over the rows: in a fresh
+ * process, before V8 has optimized anything, that is about twice as fast as the radix sort it
+ * replaced for 100,000 rows, and as fast for a million.
  */
 export function forEachCollision(keys: Uint32Array, count: number, visit: (rows: number[]) => void): void {
-  const low = new Uint32Array(count)
-  for (let row = 0; row < count; row++) low[row] = (keys[row] as number) & LOW_MASK
-  const { order, sorted } = radixSort(low, count)
-  for (let i = 0; i < count; ) {
-    let end = i + 1
-    while (end < count && sorted[end] === sorted[i]) end++
-    if (end - i > 1) visitEqual(keys, order.subarray(i, end), visit)
-    i = end
+  let size = 1
+  while (size < count) size *= 2
+  const mask = size - 1
+  const heads = new Int32Array(size).fill(-1)
+  const next = new Int32Array(count)
+  // From the last row down, so that each chain lists its rows in ascending order.
+  for (let row = count - 1; row >= 0; row--) {
+    const bucket = (keys[row] as number) & mask
+    next[row] = heads[bucket] as number
+    heads[bucket] = row
+  }
+  for (let row = 0; row < count; row++) {
+    if (next[row] === -1 || heads[(keys[row] as number) & mask] !== row) continue
+    const chain: number[] = []
+    for (let at = row; at !== -1; at = next[at] as number) chain.push(at)
+    visitEqual(keys, chain, visit)
   }
 }
 
-const LOW_MASK = (1 << 22) - 1
-
-/** Among `rows` (alike in their low bits, usually two), the groups whose whole keys are equal. */
-function visitEqual(keys: Uint32Array, rows: Uint32Array, visit: (rows: number[]) => void): void {
+/** Among `rows` (one chain, ascending, usually two), the groups whose whole keys are equal. */
+function visitEqual(keys: Uint32Array, rows: readonly number[], visit: (rows: number[]) => void): void {
+  const grouped = new Set<number>()
   for (let a = 0; a < rows.length; a++) {
+    if (grouped.has(a)) continue
     const key = keys[rows[a] as number]
     let group: number[] | undefined
-    let seenBefore = false
-    for (let b = 0; b < rows.length && !seenBefore; b++) {
-      if (b === a || keys[rows[b] as number] !== key) continue
-      if (b < a) seenBefore = true // this group was visited from its first row
-      else (group ??= [rows[a] as number]).push(rows[b] as number)
+    for (let b = a + 1; b < rows.length; b++) {
+      if (keys[rows[b] as number] !== key) continue
+      ;(group ??= [rows[a] as number]).push(rows[b] as number)
+      grouped.add(b)
     }
-    if (group !== undefined && !seenBefore) visit(group.sort((x, y) => x - y))
+    if (group !== undefined) visit(group)
   }
 }
 

@@ -9,6 +9,8 @@ import { forEachCollision, radixSort } from './columns.js'
 const SLOTS_PER_BUCKET = 8 // (tag, row + 1) pairs of int32: a bucket is one 64-byte cache line
 const INTS_PER_BUCKET = SLOTS_PER_BUCKET * 2
 const MIN_BUCKETS = 1 << 15 // 2 MiB of table: room for about 150,000 keys before it grows
+// Up to 8 MiB of table (about 600,000 keys), digests are placed in file order, not bucket order.
+const SORTED_FILL_ABOVE = 1 << 17
 const MIN_ROWS = 1 << 17 // 4 MiB of rows: digests first, then rows no digest is in
 const ROW_BITS = 16 // rows come in chunks of 65,536 (2 MiB): growing never copies them
 const ROWS_PER_CHUNK = 1 << ROW_BITS
@@ -225,16 +227,16 @@ function fillTable(rows: DigestRows, bucketCount: number): Int32Array | { duplic
     firsts[row] = rows.word(row, 0) & mask
     tags[row] = rows.word(row, 2)
   }
+  const table = new Int32Array(bucketCount * INTS_PER_BUCKET)
+  // A table that fits in the CPU's caches is written in row order: the sort would cost more than the misses.
+  if (bucketCount <= SORTED_FILL_ABOVE) {
+    for (let row = 0; row < count; row++) if (!place(table, row, firsts[row] as number, tags[row] as number, rows, mask)) return undefined
+    return tagsApart(rows, tags, table, mask) ?? table
+  }
   // The tags travel with the sort: the loop below then reads nothing at random but the rare second bucket.
   const { order, sorted, carried } = radixSort(firsts, count, tags)
-  const table = new Int32Array(bucketCount * INTS_PER_BUCKET)
   for (let i = 0; i < count; i++) {
-    const row = order[i] as number
-    let free = freeSlot(table, (sorted[i] as number) * INTS_PER_BUCKET)
-    if (free === NOT_FOUND) free = freeSlot(table, (rows.word(row, 1) & mask) * INTS_PER_BUCKET)
-    if (free === NOT_FOUND) return undefined
-    table[free] = ((carried as Uint32Array)[i] as number) | 0
-    table[free + 1] = row + 1
+    if (!place(table, order[i] as number, sorted[i] as number, (carried as Uint32Array)[i] as number, rows, mask)) return undefined
   }
   return tagsApart(rows, tags, table, mask) ?? table
 }
@@ -258,6 +260,16 @@ function tagsApart(rows: DigestRows, tags: Uint32Array, table: Int32Array, mask:
     }
   })
   return outcome
+}
+
+/** Puts `row` in its first bucket, or its second; false when both are full. */
+function place(table: Int32Array, row: number, firstBucket: number, tag: number, rows: DigestRows, mask: number): boolean {
+  let free = freeSlot(table, firstBucket * INTS_PER_BUCKET)
+  if (free === NOT_FOUND) free = freeSlot(table, (rows.word(row, 1) & mask) * INTS_PER_BUCKET)
+  if (free === NOT_FOUND) return false
+  table[free] = tag | 0
+  table[free + 1] = row + 1
+  return true
 }
 
 function freeSlot(table: Int32Array, bucket: number): number {

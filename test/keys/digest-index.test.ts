@@ -24,6 +24,15 @@ test('grows past its minimum size and still finds everything (200,000 digests)',
   for (let i = 0; i < 1000; i++) assert.equal(index.find(randomDigest()), -1)
 })
 
+test('past 8 MiB of table the digests are placed in bucket order, and still all found (600,000 digests)', () => {
+  const digests = Array.from({ length: 600_000 }, randomDigest)
+  const index = createDigestIndex(digests)
+  for (let position = 0; position < digests.length; position += 499) assert.equal(index.find(digests[position] as string), position)
+  assert.equal(index.find(digests.at(-1) as string), digests.length - 1)
+  for (let i = 0; i < 1000; i++) assert.equal(index.find(randomDigest()), -1)
+  assert.throws(() => createDigestIndex([...digests.slice(0, 300_000), digests[123_456] as string, ...digests.slice(300_000)]), /digest .* repeats digest/)
+})
+
 test('a digest that differs in one byte is not found', () => {
   const digest = randomDigest()
   const index = createDigestIndex([digest])

@@ -36,9 +36,10 @@ test('radixOrder sorts rows by key, stably; forEachCollision finds exactly the e
   const keys = Uint32Array.from([5, 3, 0xffffffff, 3, 0, 5, 1 << 22, 0])
   assert.deepEqual([...radixOrder(keys, keys.length)], [4, 7, 1, 3, 0, 5, 6, 2])
   const groups: number[][] = []
-  forEachCollision(keys, keys.length, (rows) => groups.push(rows))
-  // 0 and 1 << 22 share their low 22 bits but are not equal: no group.
-  assert.deepEqual(groups.sort((a, b) => (a[0] as number) - (b[0] as number)), [[0, 5], [1, 3], [4, 7]])
+  const withThree = Uint32Array.from([...keys, 3, 8])
+  forEachCollision(withThree, withThree.length, (rows) => groups.push(rows))
+  // 0, 8 and 1 << 22 share their low bits (the chains' buckets) but are not equal: no group of them.
+  assert.deepEqual(groups.sort((a, b) => (a[0] as number) - (b[0] as number)), [[0, 5], [1, 3, 8], [4, 7]])
 })
 
 test('the fast path and the general path make the same store', () => {
