@@ -16,20 +16,22 @@ test('an empty index finds nothing', () => {
   assert.equal(createDigestIndex([]).find(randomDigest()), -1)
 })
 
-test('grows past its minimum size and still finds everything (200,000 digests)', () => {
-  const digests = Array.from({ length: 200_000 }, randomDigest)
+/** Indexes `count` random digests; every `step`-th and the last are found where they are, random ones nowhere. */
+function assertFindsSample(count: number, step: number): string[] {
+  const digests = Array.from({ length: count }, randomDigest)
   const index = createDigestIndex(digests)
-  for (let position = 0; position < digests.length; position += 997) assert.equal(index.find(digests[position] as string), position)
+  for (let position = 0; position < digests.length; position += step) assert.equal(index.find(digests[position] as string), position)
   assert.equal(index.find(digests.at(-1) as string), digests.length - 1)
   for (let i = 0; i < 1000; i++) assert.equal(index.find(randomDigest()), -1)
+  return digests
+}
+
+test('grows past its minimum size and still finds everything (200,000 digests)', () => {
+  assertFindsSample(200_000, 997)
 })
 
 test('past 8 MiB of table the digests are placed in bucket order, and still all found (600,000 digests)', () => {
-  const digests = Array.from({ length: 600_000 }, randomDigest)
-  const index = createDigestIndex(digests)
-  for (let position = 0; position < digests.length; position += 499) assert.equal(index.find(digests[position] as string), position)
-  assert.equal(index.find(digests.at(-1) as string), digests.length - 1)
-  for (let i = 0; i < 1000; i++) assert.equal(index.find(randomDigest()), -1)
+  const digests = assertFindsSample(600_000, 499)
   assert.throws(() => createDigestIndex([...digests.slice(0, 300_000), digests[123_456] as string, ...digests.slice(300_000)]), /digest .* repeats digest/)
 })
 
