@@ -181,7 +181,8 @@ async function measure(c: Case, dir: string): Promise<Run & { startupMs: number 
 }
 
 const median = (values: number[]) => {
-  const sorted = [...values].filter((v) => typeof v === 'number' && !Number.isNaN(v)) // JSON gives null for NaN.sort((a, b) => a - b)
+  // A run with no requests gives NaN, which JSON carries as null.
+  const sorted = [...values].filter((v) => typeof v === 'number' && !Number.isNaN(v)).sort((a, b) => a - b)
   const mid = Math.floor(sorted.length / 2)
   return sorted.length === 0 ? NaN : sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
 }
