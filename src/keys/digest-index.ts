@@ -12,9 +12,6 @@ const MIN_BUCKETS = 1 << 15 // 2 MiB of table: room for about 150,000 keys befor
 // Up to 8 MiB of table (about 600,000 keys), digests are placed in file order, not bucket order.
 const SORTED_FILL_ABOVE = 1 << 17
 const MIN_ROWS = 1 << 17 // 4 MiB of rows: digests first, then rows no digest is in
-const ROW_BITS = 16 // rows come in chunks of 65,536 (2 MiB): growing never copies them
-const ROWS_PER_CHUNK = 1 << ROW_BITS
-const ROW_MASK = ROWS_PER_CHUNK - 1
 const DIGEST_BYTES = 32
 const WORDS_PER_DIGEST = DIGEST_BYTES / 4
 const NOT_FOUND = -1
@@ -25,35 +22,41 @@ const PAGES_PER_LOOKUP = 32
 export interface DigestIndex {
   /** The position of `digest` (32 latin1 characters) in the list given, or -1; always the same work. */
   find(digest: string): number
-  /** `find` for a digest as eight words (`DigestRows`' layout). */
+  /** `find` for a digest as eight words (`DigestRows`' layout), for the keys file's own entries: not constant-time. */
   findWords(words: Int32Array): number
 }
 
 const HEX = new Int8Array(256).fill(-1)
 for (let c = 0; c < 16; c++) HEX['0123456789abcdef'.charCodeAt(c)] = c
 
-/** Digests as rows of eight words, in the order they are added (as `word` reads them, so byte order does not matter). */
+/**
+ * Digests as rows of eight words, in the order they are added (as `word` reads them, so byte order
+ * does not matter), in one array. One array, not chunks: a lookup that first had to pick a chunk
+ * was measurably slower in a set of 100,000 keys than in a set of one (the timing check saw about
+ * 1 ns). It starts at MIN_ROWS rows and doubles; the room past the last row is never written,
+ * so it costs address space, not memory.
+ */
 export class DigestRows {
-  readonly chunks: Int32Array[] = []
+  words = new Int32Array(MIN_ROWS * WORDS_PER_DIGEST)
   count = 0
 
   /** Adds a digest given as eight words. */
   addWords(words: Int32Array): void {
-    this.nextRow().set(words, (this.count & ROW_MASK) * WORDS_PER_DIGEST)
+    this.room().set(words, this.count * WORDS_PER_DIGEST)
     this.count++
   }
 
   /** Adds a digest given as 32 latin1 characters. */
   addLatin1(digest: string): void {
-    const words = this.nextRow()
-    const at = (this.count & ROW_MASK) * WORDS_PER_DIGEST
+    const words = this.room()
+    const at = this.count * WORDS_PER_DIGEST
     for (let w = 0; w < WORDS_PER_DIGEST; w++) words[at + w] = word(digest, w * 4)
     this.count++
   }
 
   /** Word `w` (0-7) of row `row`. */
   word(row: number, w: number): number {
-    return ((this.chunks[row >>> ROW_BITS] as Int32Array)[(row & ROW_MASK) * WORDS_PER_DIGEST + w] as number) >>> 0
+    return (this.words[row * WORDS_PER_DIGEST + w] as number) >>> 0
   }
 
   sameAs(row: number, other: number): boolean {
@@ -61,9 +64,14 @@ export class DigestRows {
     return true
   }
 
-  private nextRow(): Int32Array {
-    if (this.count >>> ROW_BITS >= this.chunks.length) this.chunks.push(new Int32Array(ROWS_PER_CHUNK * WORDS_PER_DIGEST))
-    return this.chunks[this.count >>> ROW_BITS] as Int32Array
+  /** The array, with room for one more row. */
+  private room(): Int32Array {
+    if ((this.count + 1) * WORDS_PER_DIGEST > this.words.length) {
+      const grown = new Int32Array(this.words.length * 2)
+      grown.set(this.words)
+      this.words = grown
+    }
+    return this.words
   }
 }
 
@@ -115,11 +123,8 @@ export function indexDigestRows(rows: DigestRows): { index: DigestIndex } | { du
   while (bucketCount * SLOTS_PER_BUCKET < rows.count * 2) bucketCount *= 2
   for (;;) {
     const table = fillTable(rows, bucketCount)
-    if (table instanceof Int32Array) {
-      // Rows that no digest is in, up to MIN_ROWS: a miss reads one of them like a hit reads its own.
-      while (rows.chunks.length * ROWS_PER_CHUNK < MIN_ROWS) rows.chunks.push(new Int32Array(ROWS_PER_CHUNK * WORDS_PER_DIGEST))
-      return { index: new FixedFootprintIndex(table, bucketCount - 1, rows.chunks, Math.max(MIN_ROWS, rows.count)) }
-    }
+    // Rows past the last digest, up to MIN_ROWS, are read by misses: a miss reads one like a hit reads its own.
+    if (table instanceof Int32Array) return { index: new FixedFootprintIndex(table, bucketCount - 1, rows.words, Math.max(MIN_ROWS, rows.count)) }
     if (table !== undefined) return table
     // A full pair of buckets or two tags alike (both about as likely as a lottery win): grow and retry.
     bucketCount *= 2
@@ -133,42 +138,58 @@ class FixedFootprintIndex implements DigestIndex {
   private pagesTouched = 0
   private readonly tablePages: number
   private readonly pageCount: number
-  private static readonly PAGES_PER_CHUNK = (ROWS_PER_CHUNK * DIGEST_BYTES) / 4096
 
   constructor(
     private readonly buckets: Int32Array,
     private readonly mask: number,
-    private readonly rows: Int32Array[],
+    /** Every row a lookup can read comes before `rowCount`; the array may go on, unwritten. */
+    private readonly rows: Int32Array,
     private readonly rowCount: number,
   ) {
     this.tablePages = Math.ceil(buckets.length / WORDS_PER_PAGE)
-    this.pageCount = this.tablePages + rows.length * FixedFootprintIndex.PAGES_PER_CHUNK
+    this.pageCount = this.tablePages + Math.ceil((rowCount * WORDS_PER_DIGEST) / WORDS_PER_PAGE)
   }
 
-  private readonly scratch = new Int32Array(WORDS_PER_DIGEST)
-
+  // Read straight from the string, and the rows only once the buckets are done: a copy of the words
+  // into an array, or the rows loaded up front, made a lookup among 100,000 keys measurably (about
+  // 0.5-1 ns) slower than among one, which the timing check sees.
   find(digest: string): number {
-    const words = this.scratch
-    for (let i = 0; i < WORDS_PER_DIGEST; i++) words[i] = word(digest, i * 4)
-    return this.findWords(words)
-  }
-
-  findWords(words: Int32Array): number {
     if (this.pagesTouched < this.pageCount) this.touchPages()
     const { buckets, mask } = this
-    const first = ((words[0] as number) & mask) * INTS_PER_BUCKET
-    const second = ((words[1] as number) & mask) * INTS_PER_BUCKET
-    const tag = words[2] as number
+    const one = (word(digest, 0) & mask) * INTS_PER_BUCKET
+    const other = (word(digest, 4) & mask) * INTS_PER_BUCKET
+    const tag = word(digest, 8) | 0
     let found = NOT_FOUND
     // Every slot of both buckets is read, match or not: the work does not depend on the contents.
     for (let slot = 0; slot < INTS_PER_BUCKET; slot += 2) {
-      if (buckets[first + slot] === tag && (buckets[first + slot + 1] as number) > 0) found = (buckets[first + slot + 1] as number) - 1
-      if (buckets[second + slot] === tag && (buckets[second + slot + 1] as number) > 0) found = (buckets[second + slot + 1] as number) - 1
+      if (buckets[one + slot] === tag && (buckets[one + slot + 1] as number) > 0) found = (buckets[one + slot + 1] as number) - 1
+      if (buckets[other + slot] === tag && (buckets[other + slot + 1] as number) > 0) found = (buckets[other + slot + 1] as number) - 1
     }
     // A miss reads a row as well, one the digest picks: the same kind of memory access as a hit.
-    const row = found === NOT_FOUND ? ((words[3] as number) >>> 0) % this.rowCount : found
-    const chunk = this.rows[row >>> ROW_BITS] as Int32Array
-    return sameDigest(chunk, (row & ROW_MASK) * WORDS_PER_DIGEST, words) && found !== NOT_FOUND ? found : NOT_FOUND
+    const at = (found === NOT_FOUND ? word(digest, 12) % this.rowCount : found) * WORDS_PER_DIGEST
+    const rows = this.rows
+    // All eight words compared and the differences ORed, whatever differs: the time does not say
+    // where they differ (timingSafeEqual's way, without copying both sides into buffers).
+    let difference = 0
+    for (let i = 0; i < WORDS_PER_DIGEST; i++) difference |= (rows[at + i] as number) ^ word(digest, i * 4)
+    return difference === 0 && found !== NOT_FOUND ? found : NOT_FOUND
+  }
+
+  /** Not constant-time: for the keys file's own entries (a reload), never for a credential. */
+  findWords(words: Int32Array): number {
+    const tag = words[2] as number
+    for (const bucket of [(words[0] as number) & this.mask, (words[1] as number) & this.mask]) {
+      for (let slot = bucket * INTS_PER_BUCKET; slot < (bucket + 1) * INTS_PER_BUCKET; slot += 2) {
+        const row = (this.buckets[slot + 1] as number) - 1
+        if (row >= 0 && this.buckets[slot] === tag && this.sameRow(row, words)) return row
+      }
+    }
+    return NOT_FOUND
+  }
+
+  private sameRow(row: number, words: Int32Array): boolean {
+    for (let w = 0; w < WORDS_PER_DIGEST; w++) if (this.rows[row * WORDS_PER_DIGEST + w] !== words[w]) return false
+    return true
   }
 
   /**
@@ -183,25 +204,10 @@ class FixedFootprintIndex implements DigestIndex {
     const end = Math.min(this.pageCount, this.pagesTouched + PAGES_PER_LOOKUP)
     for (let page = this.pagesTouched; page < end; page++) {
       if (page < this.tablePages) Atomics.add(this.buckets, page * WORDS_PER_PAGE, 0)
-      else {
-        const rowPage = page - this.tablePages
-        const chunk = this.rows[Math.floor(rowPage / FixedFootprintIndex.PAGES_PER_CHUNK)] as Int32Array
-        Atomics.add(chunk, (rowPage % FixedFootprintIndex.PAGES_PER_CHUNK) * WORDS_PER_PAGE, 0)
-      }
+      else Atomics.add(this.rows, (page - this.tablePages) * WORDS_PER_PAGE, 0)
     }
     this.pagesTouched = end
   }
-}
-
-/**
- * Whether the row at `at` holds `digest`: all eight words are compared, whatever differs, and
- * the differences are ORed together, so the time says nothing about where they differ. (The
- * same as timingSafeEqual, without copying both sides into buffers first.)
- */
-function sameDigest(rows: Int32Array, at: number, words: Int32Array): boolean {
-  let difference = 0
-  for (let i = 0; i < WORDS_PER_DIGEST; i++) difference |= (rows[at + i] as number) ^ (words[i] as number)
-  return difference === 0
 }
 
 /** Four bytes of a digest string as an unsigned integer. */

@@ -91,7 +91,7 @@ export class KeyTable {
     return this.index.find(digest)
   }
 
-  /** `find` for a digest given as eight words (DigestRows' layout). */
+  /** `find` for a digest given as eight words (DigestRows' layout); not constant-time: for a reload's entries. */
   findWords(words: Int32Array): number {
     return this.index.findWords(words)
   }

@@ -53,3 +53,17 @@ test('zero bytes are nothing special: an all-zero digest or tag is found only wh
   const index = createDigestIndex([other, zeros, zeroTag])
   assert.deepEqual([index.find(other), index.find(zeros), index.find(zeroTag)], [0, 1, 2])
 })
+
+test('findWords (a reload asks it for the file\'s own entries) finds what find finds, and only that', () => {
+  const asWords = (digest: string) => {
+    const bytes = Buffer.from(digest, 'latin1')
+    return Int32Array.from({ length: 8 }, (_, w) => bytes.readInt32LE(w * 4))
+  }
+  const digests = Array.from({ length: 200_000 }, randomDigest)
+  const index = createDigestIndex(digests)
+  for (let position = 0; position < digests.length; position += 991) assert.equal(index.findWords(asWords(digests[position] as string)), position)
+  const wrongLastByte = (digests[7] as string).slice(0, 31) + String.fromCharCode((digests[7] as string).charCodeAt(31) ^ 1)
+  assert.equal(index.findWords(asWords(wrongLastByte)), -1)
+  assert.equal(index.findWords(new Int32Array(8)), -1) // empty slots are zero: no match for an all-zero digest
+  for (let i = 0; i < 1000; i++) assert.equal(index.findWords(asWords(randomDigest())), -1)
+})
