@@ -3,7 +3,9 @@
  * writes itself. It reports spawn to first answer, RSS once loaded (VmRSS) and the peak of the
  * load (VmHWM), the peak of a reload of a changed file (VmHWM reset just before, where the kernel
  * allows it) and RSS after it, requests failed during the reload, `keygate check` on the file,
- * and requests/s with N keys against one key, in alternating runs of the same length.
+ * and requests/s with N keys against one key, in alternating runs of the same length. With
+ * `--baseline-dist D` it measures D's server.js and cli.js instead (an older build, for before and
+ * after numbers from one machine on one day).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -15,13 +17,19 @@ import { fileURLToPath } from 'node:url'
 import { canPin, firstAnswer, freePort, nodeCommand, statusMb, stop } from './processes.js'
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url))
-const KEYGATE = here('../dist/server.js')
-const CLI = here('../dist/cli.js')
+/** The build measured: this one's dist/, or the one given with --baseline-dist. */
+let dist = { server: here('../dist/server.js'), cli: here('../dist/cli.js') }
 const LOAD = here('./load.js')
 const KEY = 'bench-key-0123456789abcdefghijklmnopqrstuv'
 const NEW_KEY = 'bench-key-added-by-the-reload-0123456789'
 const STARTS = 3
-const LOAD_ROUNDS = 3
+// Rounds of requests/s with N keys against one key. Single rounds on this shared VM differ by up
+// to 30 % (0.66-1.05 with 100,000 keys, whose index is the size of one key's), so five, in
+// alternating order, and their median.
+const LOAD_ROUNDS = 5
+// Warm-up before each measured run: a server that has just loaded a big file is still handing
+// its parse's memory back for a moment.
+const LOAD_WARMUP_MS = 2000
 
 interface Target {
   name: string
@@ -31,7 +39,8 @@ interface Target {
   pass: boolean | undefined
 }
 
-export async function runManyKeysCheck(count: number, options: { durationMs: number; connections: number; judged: boolean }): Promise<{ markdown: string; json: unknown; pass: boolean }> {
+export async function runManyKeysCheck(count: number, options: { durationMs: number; connections: number; judged: boolean; distDir?: string }): Promise<{ markdown: string; json: unknown; pass: boolean }> {
+  if (options.distDir !== undefined) dist = { server: join(options.distDir, 'server.js'), cli: join(options.distDir, 'cli.js') }
   const dir = mkdtempSync(join(tmpdir(), 'keygate-keys-'))
   const pin = canPin()
   try {
@@ -66,7 +75,7 @@ export async function runManyKeysCheck(count: number, options: { durationMs: num
     ]
     const rows = targets.map((t) => `| ${t.name} | ${round(t.value)}${t.unit ? ` ${t.unit}` : ''} | ${t.target} | ${t.pass === undefined ? (t.target === 'report' ? '' : 'not judged (--quick)') : t.pass ? 'pass' : '**FAIL**'} |`)
     const markdown = [
-      `${count.toLocaleString('en-US')} sha256 entries (${memory.fileMb.toFixed(1)} MB file, written in ${Math.round(generatedMs)} ms); starts: ${starts.map(round).join(', ')} ms; lookup runs per round: ${lookup.perRound.map((v) => v.toFixed(3)).join(', ')}; reload peak ${memory.hwmReset ? 'measured from a VmHWM reset' : 'is VmHWM since start (the kernel refused the reset)'}.`,
+      `${options.distDir === undefined ? '' : `Build of ${options.distDir}: `}${count.toLocaleString('en-US')} sha256 entries (${memory.fileMb.toFixed(1)} MB file, written in ${Math.round(generatedMs)} ms); starts: ${starts.map(round).join(', ')} ms; lookup runs per round: ${lookup.perRound.map((v) => v.toFixed(3)).join(', ')}; reload peak ${memory.hwmReset ? 'measured from a VmHWM reset' : 'is VmHWM since start (the kernel refused the reset)'}.`,
       '',
       '| measure | value | target | |',
       '|---|---:|---|---|',
@@ -109,7 +118,7 @@ function keysFileText(count: number, rotated: boolean): string {
  * throttle the bench's own client (429 for 60 s, whatever the key: the run failed so once).
  */
 function startKeygate(keys: Record<string, string>, port: number, pin: boolean): ChildProcess {
-  const [command, args] = nodeCommand([KEYGATE], 1, pin)
+  const [command, args] = nodeCommand([dist.server], 1, pin)
   return spawn(command, args, { env: { PATH: process.env.PATH ?? '', PORT: String(port), LOG_LEVEL: 'silent', AUTH_FAIL_LIMIT: '0', ...keys }, stdio: ['ignore', 'ignore', 'inherit'] })
 }
 
@@ -197,19 +206,20 @@ function jsonParseMs(file: string): number {
 
 async function timeCheck(file: string): Promise<number> {
   const started = performance.now()
-  const child = spawn(process.execPath, [CLI, 'check', file], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const child = spawn(process.execPath, [dist.cli, 'check', file], { stdio: ['ignore', 'ignore', 'inherit'] })
   const [code] = (await once(child, 'exit')) as [number | null]
   if (code !== 0) throw new Error(`keygate check ${file} exited with ${code}`)
   return performance.now() - started
 }
 
-/** Requests/s with the file's N keys over requests/s with one key, per round (alternating), and their median. */
+/** Requests/s with the file's N keys over requests/s with one key, per round (which goes first alternates), and their median. */
 async function lookupRatio(file: string, pin: boolean, options: { durationMs: number; connections: number }) {
   const perRound: number[] = []
   for (let roundNo = 0; roundNo < LOAD_ROUNDS; roundNo++) {
-    const many = await requestsPerSecond(pin, options, { API_KEYS_FILE: file })
-    const one = await requestsPerSecond(pin, options, { API_KEY: KEY })
-    perRound.push(many / one)
+    const manyFirst = roundNo % 2 === 0
+    const first = await requestsPerSecond(pin, options, manyFirst ? { API_KEYS_FILE: file } : { API_KEY: KEY })
+    const second = await requestsPerSecond(pin, options, manyFirst ? { API_KEY: KEY } : { API_KEYS_FILE: file })
+    perRound.push(manyFirst ? first / second : second / first)
   }
   return { perRound, ratio: median(perRound) }
 }
@@ -220,7 +230,7 @@ async function requestsPerSecond(pin: boolean, options: { durationMs: number; co
   try {
     await firstAnswer(port, `Authorization: ${KEY}\r\n`, 200, process.hrtime.bigint(), 60_000)
     const request = Buffer.from(`GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${KEY}\r\n\r\n`).toString('base64')
-    const [command, args] = nodeCommand([LOAD, String(port), String(options.connections), '1000', String(options.durationMs), request], 0, pin)
+    const [command, args] = nodeCommand([LOAD, String(port), String(options.connections), String(LOAD_WARMUP_MS), String(options.durationMs), request], 0, pin)
     const load = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] })
     let output = ''
     load.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))

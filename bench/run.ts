@@ -452,7 +452,7 @@ if (flags.timing) {
   if (flags.json) writeFileSync(flags.json, JSON.stringify(result.json, null, 2))
   process.exitCode = result.pass ? 0 : 1
 } else if (flags.keys !== undefined) {
-  const result = await runManyKeysCheck(Number(flags.keys), settings)
+  const result = await runManyKeysCheck(Number(flags.keys), { ...settings, distDir: flags['baseline-dist'] })
   process.stdout.write(result.markdown)
   if (flags.json) writeFileSync(flags.json, JSON.stringify(result.json, null, 2))
   process.exitCode = result.pass ? 0 : 1
