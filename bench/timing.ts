@@ -27,9 +27,6 @@ import { createKeyStore, type KeyStore } from '../dist/keys/store.js'
 const T_THRESHOLD = 4.5
 const WARMUP_CALLS = 20_000 // per batch
 export const DEFAULT_BATCHES = 40
-// The naive comparison needs fewer samples, but enough batches that one slow batch (a busy moment
-// of the shared VM) does not drown its leak: with 8, one such batch took the million-key pair's t to 2.5.
-const NAIVE_BATCHES = 16
 // Within a batch, samples above this percentile of both classes together are dropped: interrupts and GC pauses.
 const CROP_PERCENTILE = 0.95
 const KEY_LENGTH = 512
@@ -246,8 +243,10 @@ function measure(pairIndex: number, verifier: keyof typeof VERIFIERS, samples: n
 export function runTimingCheck(samples: number, batches = DEFAULT_BATCHES) {
   const rows = PAIRS.map((pair, pairIndex) => {
     const keygateResult = measure(pairIndex, 'keygate', samples, batches)
-    // The naive check's leaks are large (and its loop over many keys slow): a hundredth of the samples shows them.
-    const naiveResult = measure(pairIndex, 'naive', Math.max(1000, Math.floor(samples / (pair.manyKeys > 100_000 ? 250 : 100))), Math.min(batches, NAIVE_BATCHES))
+    // The naive check's leaks are large (and its loop over many keys slow): a hundredth of the samples
+    // shows them. As many batches, though: its loop over a million strings takes 2-3 ms in most
+    // processes and far more in a few, and with 8 batches one such took that pair's t to 2.5, with 16 to 5.0.
+    const naiveResult = measure(pairIndex, 'naive', Math.max(1000, Math.floor(samples / (pair.manyKeys > 100_000 ? 250 : 100))), batches)
     const row = { pair: pair.name, kind: pair.kind, keygateT: keygateResult.t, keygateNs: keygateResult.ns, keygateShare: Number(keygateResult.share.toFixed(4)), keygateVisibleNs: keygateResult.visibleNs, keygatePooledT: keygateResult.pooledT, naiveT: naiveResult.t, naiveNs: naiveResult.ns }
     return { ...row, verdict: verdict(row) }
   })
