@@ -98,7 +98,7 @@ export function where(index: number, id: string): string {
 }
 
 /** Field names of the fast path, as bytes. */
-export const FLAT_NAMES = { id: Buffer.from('id'), sha256: Buffer.from('sha256'), expiresAt: Buffer.from('expiresAt') }
+export const FLAT_NAMES = { id: Buffer.from('id'), sha256: Buffer.from('sha256'), expiresAt: Buffer.from('expiresAt'), allow: Buffer.from('allow') }
 
 /** Whether the bytes at `start` are `name` (whose length the caller has compared). */
 export function isName(bytes: Buffer, start: number, name: Buffer): boolean {
@@ -111,6 +111,21 @@ export function isIdBytes(bytes: Buffer, start: number, end: number): boolean {
   if (end <= start || end - start > 128) return false
   for (let i = start; i < end; i++) if (ID_BYTES[bytes[i] as number] !== 1) return false
   return true
+}
+
+/**
+ * The strings of an array value (json-bytes.ts has checked its shape), or undefined when one holds
+ * a byte outside printable ASCII or an escape: the general path reads those.
+ */
+export function plainStrings(bytes: Buffer, start: number, end: number): string[] | undefined {
+  const strings: string[] = []
+  for (let i = start + 1; i < end; i++) {
+    if (bytes[i] !== 0x22) continue
+    const from = i + 1
+    for (i = from; bytes[i] !== 0x22; i++) if ((bytes[i] as number) < 0x20 || (bytes[i] as number) > 0x7e || bytes[i] === 0x5c) return undefined
+    strings.push(bytes.toString('latin1', from, i))
+  }
+  return strings
 }
 
 const ID_BYTES = new Uint8Array(256)

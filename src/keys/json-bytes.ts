@@ -16,7 +16,11 @@ export const NEWLINE = 0x0a
 export const FLAT_LOOKAHEAD = 4096
 const FLAT_MEMBERS = 8
 
-/** A flat object of string fields: per field, the offsets of its name and of its value (start, end, start, end). */
+/**
+ * A flat object of string fields and arrays of strings: per field, the offsets of its name and of
+ * its value (start, end, start, end). A string's range is its content, between the quotes; an
+ * array's runs from its `[` to just past its `]` (see isArrayValue).
+ */
 export class FlatObject {
   readonly members = new Int32Array(FLAT_MEMBERS * 4)
   count = 0
@@ -26,8 +30,8 @@ export class FlatObject {
 
   /**
    * Scans the flat object at `buf[from]` (an opening brace) up to `end`; the offset after it, or -1
-   * for anything else (another kind of value, a field twice, more than FLAT_MEMBERS fields, the
-   * window's end). Strings are only delimited here: the caller accepts an entry only when it has
+   * for anything else (another kind of value, an array of anything but strings, a field twice, more
+   * than FLAT_MEMBERS fields, the window's end). Strings are only delimited here: the caller accepts an entry only when it has
    * checked every byte of it (a hex digest, an id's characters), so no escape or control byte
    * passes; any other entry goes the general way, which checks everything.
    */
@@ -43,13 +47,14 @@ export class FlatObject {
       i = this.skipSpaces(buf, nameEnd + 1, end)
       if (i >= end || buf[i] !== COLON) return -1
       i = this.skipSpaces(buf, i + 1, end)
-      if (i >= end || buf[i] !== QUOTE) return -1
-      const valueEnd = quoteAfter(buf, i + 1, end)
-      members[count * 4 + 2] = i + 1
+      const valueEnd = i < end && buf[i] === OPEN_ARRAY ? this.stringsArray(buf, i, end) : i < end && buf[i] === QUOTE ? quoteAfter(buf, i + 1, end) : -1
+      if (valueEnd === -1 || valueEnd >= end) return -1
+      members[count * 4 + 2] = buf[i] === QUOTE ? i + 1 : i
       members[count * 4 + 3] = valueEnd
-      if (valueEnd >= end || repeatsName(buf, members, count)) return -1
+      if (repeatsName(buf, members, count)) return -1
       count++
-      i = this.skipSpaces(buf, valueEnd + 1, end)
+      // After a string, valueEnd is its closing quote; after an array, the byte past its `]`.
+      i = this.skipSpaces(buf, buf[i] === QUOTE ? valueEnd + 1 : valueEnd, end)
       if (i < end && buf[i] === COMMA) {
         i = this.skipSpaces(buf, i + 1, end)
         continue
@@ -58,6 +63,19 @@ export class FlatObject {
       this.count = count
       return i + 1
     }
+  }
+
+  /** The offset past the array of strings at `buf[from]` (a `[`), or -1 for anything else. */
+  private stringsArray(buf: Buffer, from: number, end: number): number {
+    let i = this.skipSpaces(buf, from + 1, end)
+    if (i < end && buf[i] === CLOSE_ARRAY) return i + 1
+    while (i < end && buf[i] === QUOTE) {
+      i = this.skipSpaces(buf, quoteAfter(buf, i + 1, end) + 1, end)
+      if (i < end && buf[i] === CLOSE_ARRAY) return i + 1
+      if (i >= end || buf[i] !== COMMA) return -1
+      i = this.skipSpaces(buf, i + 1, end)
+    }
+    return -1
   }
 
   private skipSpaces(buf: Buffer, from: number, end: number): number {
@@ -70,6 +88,11 @@ export class FlatObject {
     }
     return i
   }
+}
+
+/** Whether member `m`'s value (see FlatObject) is an array: a string's range starts after its quote. */
+export function isArrayValue(buf: Buffer, members: Int32Array, m: number): boolean {
+  return buf[(members[m + 2] as number) - 1] !== QUOTE
 }
 
 /** The offset of the next quote from `from` on, or `end`. */

@@ -4,10 +4,11 @@
  */
 import { repeatedStrings } from './columns.js'
 import {
-  digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, policyOf, rateLimitOf, where,
+  digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, plainStrings, policyOf, rateLimitOf, where,
   type KeyEntry,
 } from './entry-check.js'
 import { hexToWords } from './digest-index.js'
+import { isArrayValue } from './json-bytes.js'
 import { DigestKeyStore, INHERIT, KeyColumns, KeyTable, NO_LIMIT, type CheckedEntry } from './key-table.js'
 import { compilePolicy, type Policy } from './policy.js'
 import type { KeyStore } from './store.js'
@@ -32,6 +33,8 @@ export class KeySetBuilder {
   // Rules and limits are compiled once per distinct value: a million keys usually share a few.
   private readonly policyCodes = new Map<string, number | Error>()
   private readonly limitCodes = new Map<string, number | Error>()
+  /** The fast path's `allow` lists by their text in the file (only those that compiled). */
+  private readonly flatPolicyCodes = new Map<string, number>()
   /** Ids of entries that had a problem after their id was read (few: each is a problem). */
   private readonly failedIds = new Set<string>()
   /** The fast path's entry, reused: no object per entry. */
@@ -91,7 +94,7 @@ export class KeySetBuilder {
   }
 
   /**
-   * The fast path for `{ "id", "sha256" [, "expiresAt"] }` given as byte ranges (json-reader.ts):
+   * The fast path for `{ "id", "sha256" [, "expiresAt"] [, "allow"] }` given as byte ranges (json-reader.ts):
    * true when the entry was added; false, with nothing added, for anything else or anything wrong
    * (the caller then builds the entry and `add` says what is wrong).
    */
@@ -111,6 +114,7 @@ export class KeySetBuilder {
     let id = -1
     let sha256 = -1
     let expiresAt = -1
+    let allow = -1
     for (let m = 0; m < count * 4; m += 4) {
       const start = members[m] as number
       // The three names differ in length: one comparison each. The reader has made sure that no name comes twice.
@@ -118,7 +122,9 @@ export class KeySetBuilder {
       if (length === 2 && isName(bytes, start, FLAT_NAMES.id)) id = m
       else if (length === 6 && isName(bytes, start, FLAT_NAMES.sha256)) sha256 = m
       else if (length === 9 && isName(bytes, start, FLAT_NAMES.expiresAt)) expiresAt = m
+      else if (length === 5 && isName(bytes, start, FLAT_NAMES.allow)) allow = m
       else return undefined
+      if (isArrayValue(bytes, members, m) !== (m === allow)) return undefined
     }
     if (id === -1 || sha256 === -1 || this.columns.count >= MAX_ROWS) return undefined
     const idStart = members[id + 2] as number
@@ -129,13 +135,36 @@ export class KeySetBuilder {
     const expiry = expiresAt === -1 ? undefined : bytes.toString('latin1', members[expiresAt + 2] as number, members[expiresAt + 3] as number)
     if (expiry !== undefined && !isRealDate(expiry)) return undefined
     if (!hexToWords(bytes, hexStart, this.flatWords)) return undefined
+    const policyCode = allow === -1 ? INHERIT : this.flatPolicyCode(bytes, members[allow + 2] as number, members[allow + 3] as number, index, idStart, idEnd)
+    if (policyCode === undefined) return undefined
     const entry = this.flat
+    entry.policyCode = policyCode
     entry.index = index
     entry.idBytes = bytes
     entry.idStart = idStart
     entry.idLength = idEnd - idStart
     entry.expiresAtMs = expiry === undefined ? Infinity : Date.parse(expiry)
     return entry
+  }
+
+  /**
+   * The code of a fast-path entry's `allow` list, or undefined for the general path to read it (a
+   * string it must decode, or rules that do not compile: it names the problem).
+   */
+  private flatPolicyCode(bytes: Buffer, start: number, end: number, index: number, idStart: number, idEnd: number): number | undefined {
+    // The same text is the same list: found by its text, it skips decoding and JSON.stringify (a third of the load).
+    const text = bytes.toString('latin1', start, end)
+    const known = this.flatPolicyCodes.get(text)
+    if (known !== undefined) return known
+    const rules = plainStrings(bytes, start, end)
+    if (rules === undefined) return undefined
+    try {
+      const code = this.code(this.policyCodes, this.columns.policies, this.columns.policyKeys, rules, () => policyOf(rules, index, bytes.toString('latin1', idStart, idEnd)))
+      this.flatPolicyCodes.set(text, code)
+      return code
+    } catch {
+      return undefined
+    }
   }
 
   /** The store of every entry added, with `defaults` for those without their own; or the problems. */

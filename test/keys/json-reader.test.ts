@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import { isArrayValue } from '../../dist/keys/json-bytes.js'
 import { bytesSource, JsonSyntaxError, readDocument, type ByteSource } from '../../dist/keys/json-reader.js'
 
 /** A source that hands over one byte per read: every token then crosses a window boundary. */
@@ -27,8 +28,11 @@ function read(text: string, source: (bytes: Buffer) => ByteSource, flat = false)
           for (let m = 0; m < count * 4; m += 2) {
             for (let i = members[m] as number; i < (members[m + 1] as number); i++) if ((bytes[i] as number) < 0x20 || bytes[i] === 0x5c || (bytes[i] as number) > 0x7e) return false
           }
-          const entry: Record<string, string> = {}
-          for (let m = 0; m < count * 4; m += 4) entry[bytes.toString('latin1', members[m], members[m + 1])] = bytes.toString('latin1', members[m + 2], members[m + 3])
+          const entry: Record<string, unknown> = {}
+          for (let m = 0; m < count * 4; m += 4) {
+            const value = bytes.toString('latin1', members[m + 2], members[m + 3])
+            entry[bytes.toString('latin1', members[m], members[m + 1])] = isArrayValue(bytes, members, m) ? JSON.parse(value) : value
+          }
           entries.push(entry)
           return true
         }
@@ -47,6 +51,9 @@ const DOCUMENTS = [
   '{"a":{"b":{"c":[[[]],{}]}}}',
   '{"keys":[{"__proto__":1}]}',
   '{\n  "keys": [\n    {\n      "id": "a",\n      "sha256": "b"\n    },\n    {"id": "c", "expiresAt": "d"}\n  ]\n}',
+  // Arrays of strings are flat too; an array of anything else is not.
+  '{"keys":[{"id":"a","allow":["GET /x","POST /y/*"]},{"allow":[],"id":"b"},{"id":"c","allow":[ "[" , "]" ]},{"id":"d","allow":["x",1]},{"id":"e","allow":[["x"]]}]}',
+  '{"keys":[\n  {"id": "a", "allow": [\n    "GET /x",\n    "GET /y"\n  ], "sha256": "b"}\n]}',
 ]
 
 test('builds what JSON.parse builds, whatever the window boundaries', () => {
@@ -84,6 +91,8 @@ const FAULTS: Array<[string, number, number, RegExp]> = [
   ['{"keys":[{"id":"a",\n"id":"b"}]}', 2, 1, /a field given twice/],
   // Lines inside entries read on the fast path count too.
   ['{"keys":[\n {"id": "a",\n  "sha256": "b"},\n x]}', 4, 2, /expected a value/],
+  ['{"keys":[\n {"id": "a", "allow": [\n  "GET /x"\n ]},\n x]}', 5, 2, /expected a value/],
+  ['{"keys":[{"id":"a","allow":["x",]}]}', 1, 32, /trailing comma before "\]"/],
 ]
 
 test('a fault is a JsonSyntaxError with its line and column, the same at any window boundary', () => {

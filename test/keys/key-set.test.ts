@@ -42,15 +42,42 @@ test('radixOrder sorts rows by key, stably; forEachCollision finds exactly the e
   assert.deepEqual(groups.sort((a, b) => (a[0] as number) - (b[0] as number)), [[0, 5], [1, 3, 8], [4, 7]])
 })
 
+/** What a key's record means: its id, expiry, and what its rules allow of a few requests. */
+const meaning = (store: KeyStore, credential: string) => {
+  const record = store.lookup(credential)
+  const requests: Array<[string, string[]]> = [['GET', ['data']], ['POST', ['data']], ['GET', ['v1', 'reports', 'x']], ['DELETE', ['admin']]]
+  return record && { id: record.id, expiresAtMs: record.expiresAtMs, rules: record.policy?.rules, allows: requests.map(([method, path]) => record.policy?.allows(method, path) ?? 'all') }
+}
+
+const ALLOW_LISTS = [['GET /data'], ['GET,POST /data', 'GET /v1/reports/*'], []]
+
 test('the fast path and the general path make the same store', () => {
-  const plain = entries(500).map((entry, i) => (i % 7 === 0 ? { ...entry, expiresAt: '2099-01-02T03:04:05Z' } : entry))
+  const plain = entries(500).map((entry, i) => ({
+    ...entry,
+    ...(i % 7 === 0 ? { expiresAt: '2099-01-02T03:04:05Z' } : {}),
+    ...(i % 5 === 0 ? { allow: ALLOW_LISTS[i % 3] } : {}),
+  }))
   // The same entries with an escape in each id: none of them can take the fast path.
   const text = JSON.stringify({ keys: plain }).replaceAll('"client-', '"client\\u002d')
   const fast = parseKeysFile(JSON.stringify({ keys: plain }), 'keys.json').store
   const general = parseKeysFile(text, 'keys.json').store
-  for (let i = 0; i < 500; i++) assert.deepEqual(fast.lookup(`key-${i}`), general.lookup(`key-${i}`))
+  for (let i = 0; i < 500; i++) assert.deepEqual(meaning(fast, `key-${i}`), meaning(general, `key-${i}`))
   assert.equal(fast.lookup('key-7')?.expiresAtMs, Date.UTC(2099, 0, 2, 3, 4, 5))
+  assert.deepEqual(meaning(fast, 'key-10')?.allows, [true, true, true, false])
+  assert.deepEqual(meaning(fast, 'key-15')?.allows, [true, false, false, false])
+  assert.deepEqual(meaning(fast, 'key-5')?.allows, [false, false, false, false])
   assert.equal(fast.lookup('key-500'), undefined)
+})
+
+test('an allow list read on the fast path fails as on the general path, and an escape in it is decoded', () => {
+  const bad = [...entries(3), { id: 'bad', sha256: sha256('b'), allow: ['GET /data', 'GET data'] }, { id: 'bad-too', sha256: sha256('c'), allow: ['GET /data', 'GET data'] }]
+  assert.deepEqual(problemsOf(() => parseKeysFile(JSON.stringify({ keys: bad }), 'keys.json')), [
+    'keys[3] (id "bad"): allow[1]: the path must start with "/"',
+    'keys[4] (id "bad-too"): allow[1]: the path must start with "/"',
+  ])
+  const escaped = JSON.stringify({ keys: [{ id: 'a', sha256: sha256('a'), allow: ['GET /data'] }] }).replace('/data', '/dat\\u0061')
+  assert.match(escaped, /dat\\u0061/)
+  assert.deepEqual(meaning(parseKeysFile(escaped, 'keys.json').store, 'a')?.allows, [true, false, false, false])
 })
 
 test('repeated ids and keys are found among many entries, on either path, naming the later entry', () => {
@@ -78,11 +105,11 @@ const reload = (file: string, previous: KeyStore) => loadKeysFile(file, undefine
 
 test('a reload keeps unchanged entries where they are and builds only the rest', (t) => {
   const write = keysFile(t)
-  const base = entries(100_000)
+  const base: Array<{ id: string; sha256: string; allow?: string[] }> = entries(100_000).map((entry) => (entry.id === 'client-13' ? { ...entry, allow: ['POST /x'] } : entry))
   const first = loadKeysFile(write({ keys: base })).store
   const changed = base
     .filter((entry) => entry.id !== 'client-3')
-    .map((entry) => (entry.id === 'client-7' ? { id: 'client-7', sha256: sha256('rotated') } : entry.id === 'client-9' ? { ...entry, expiresAt: '2099-01-01T00:00:00Z' } : entry))
+    .map((entry) => (entry.id === 'client-7' ? { id: 'client-7', sha256: sha256('rotated') } : entry.id === 'client-9' ? { ...entry, expiresAt: '2099-01-01T00:00:00Z' } : entry.id === 'client-11' ? { ...entry, allow: ['GET /v1/reports/*'] } : entry))
   const second = reload(write({ keys: [...changed, { id: 'new', sha256: sha256('new-key') }], defaults: { allow: ['GET /data'] } }), first)
   assert.equal(second.constructor.name, 'LayeredKeyStore')
   assert.equal(second.size, 100_000)
@@ -93,6 +120,8 @@ test('a reload keeps unchanged entries where they are and builds only the rest',
   assert.equal(second.lookup('key-9')?.expiresAtMs, Date.UTC(2099, 0, 1))
   assert.equal(second.lookup('key-5')?.policy?.allows('GET', ['data']), true, 'kept rows take the new defaults')
   assert.equal(second.lookup('key-5')?.policy?.allows('GET', ['other']), false)
+  assert.deepEqual([second.lookup('key-11')?.policy?.allows('GET', ['v1', 'reports', 'q']), second.lookup('key-11')?.policy?.allows('GET', ['data'])], [true, false], 'new rules')
+  assert.deepEqual([second.lookup('key-13')?.policy?.allows('POST', ['x']), second.lookup('key-13')?.policy?.allows('GET', ['data'])], [true, false], 'kept rules')
   // A reload of a reload: the first set is still the base.
   const third = reload(write({ keys: [...changed, { id: 'newer', sha256: sha256('newer-key') }] }), second)
   assert.equal(third.lookup('new-key'), undefined)
@@ -103,7 +132,7 @@ test('a reload keeps unchanged entries where they are and builds only the rest',
 
 test('a reload finds repeats across what it keeps and what it adds, as a whole load would', (t) => {
   const write = keysFile(t)
-  const base = entries(100_000)
+  const base: Array<{ id: string; sha256: string; allow?: string[] }> = entries(100_000).map((entry) => (entry.id === 'client-13' ? { ...entry, allow: ['POST /x'] } : entry))
   const first = loadKeysFile(write({ keys: base })).store
   for (const [keys, problem] of [
     [[...base, { id: 'client-5', sha256: sha256('another') }], 'keys[100000] (id "client-5"): id is used by an earlier entry'],
