@@ -113,21 +113,6 @@ export function isIdBytes(bytes: Buffer, start: number, end: number): boolean {
   return true
 }
 
-/**
- * The strings of an array value (json-bytes.ts has checked its shape), or undefined when one holds
- * a byte outside printable ASCII or an escape: the general path reads those.
- */
-export function plainStrings(bytes: Buffer, start: number, end: number): string[] | undefined {
-  const strings: string[] = []
-  for (let i = start + 1; i < end; i++) {
-    if (bytes[i] !== 0x22) continue
-    const from = i + 1
-    for (i = from; bytes[i] !== 0x22; i++) if ((bytes[i] as number) < 0x20 || (bytes[i] as number) > 0x7e || bytes[i] === 0x5c) return undefined
-    strings.push(bytes.toString('latin1', from, i))
-  }
-  return strings
-}
-
 const ID_BYTES = new Uint8Array(256)
 for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-') ID_BYTES[c.charCodeAt(0)] = 1
 

@@ -31,8 +31,8 @@ export class FlatObject {
   /**
    * Scans the flat object at `buf[from]` (an opening brace) up to `end`; the offset after it, or -1
    * for anything else (another kind of value, an array of anything but strings, a field twice, more
-   * than FLAT_MEMBERS fields, the window's end). Strings are only delimited here: the caller accepts an entry only when it has
-   * checked every byte of it (a hex digest, an id's characters), so no escape or control byte
+   * than FLAT_MEMBERS fields, the window's end). Strings are only delimited here: the caller
+   * accepts an entry only when it has checked every byte of it (a hex digest, an id's characters), so no escape or control byte
    * passes; any other entry goes the general way, which checks everything.
    */
   scan(buf: Buffer, from: number, end: number): number {
@@ -47,14 +47,15 @@ export class FlatObject {
       i = this.skipSpaces(buf, nameEnd + 1, end)
       if (i >= end || buf[i] !== COLON) return -1
       i = this.skipSpaces(buf, i + 1, end)
-      const valueEnd = i < end && buf[i] === OPEN_ARRAY ? this.stringsArray(buf, i, end) : i < end && buf[i] === QUOTE ? quoteAfter(buf, i + 1, end) : -1
+      const isString = i < end && buf[i] === QUOTE
+      const valueEnd = isString ? quoteAfter(buf, i + 1, end) : i < end && buf[i] === OPEN_ARRAY ? this.stringsArray(buf, i, end) : -1
       if (valueEnd === -1 || valueEnd >= end) return -1
-      members[count * 4 + 2] = buf[i] === QUOTE ? i + 1 : i
+      members[count * 4 + 2] = isString ? i + 1 : i
       members[count * 4 + 3] = valueEnd
       if (repeatsName(buf, members, count)) return -1
       count++
       // After a string, valueEnd is its closing quote; after an array, the byte past its `]`.
-      i = this.skipSpaces(buf, buf[i] === QUOTE ? valueEnd + 1 : valueEnd, end)
+      i = this.skipSpaces(buf, isString ? valueEnd + 1 : valueEnd, end)
       if (i < end && buf[i] === COMMA) {
         i = this.skipSpaces(buf, i + 1, end)
         continue
@@ -93,6 +94,21 @@ export class FlatObject {
 /** Whether member `m`'s value (see FlatObject) is an array: a string's range starts after its quote. */
 export function isArrayValue(buf: Buffer, members: Int32Array, m: number): boolean {
   return buf[(members[m + 2] as number) - 1] !== QUOTE
+}
+
+/**
+ * The strings of an array value that FlatObject scanned, or undefined when one holds a byte
+ * outside printable ASCII or an escape: the general path reads those.
+ */
+export function plainStrings(bytes: Buffer, start: number, end: number): string[] | undefined {
+  const strings: string[] = []
+  for (let i = start + 1; i < end; i++) {
+    if (bytes[i] !== QUOTE) continue
+    const from = i + 1
+    for (i = from; bytes[i] !== QUOTE; i++) if ((bytes[i] as number) < 0x20 || (bytes[i] as number) > 0x7e || bytes[i] === BACKSLASH) return undefined
+    strings.push(bytes.toString('latin1', from, i))
+  }
+  return strings
 }
 
 /** The offset of the next quote from `from` on, or `end`. */

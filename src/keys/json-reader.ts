@@ -34,9 +34,10 @@ export interface DocumentHandlers {
   /** The next entry of the top-level `keys` array. */
   onEntry(value: unknown, index: number): void
   /**
-   * The next entry, when it is a flat object of plain strings (printable ASCII, no escapes; no
-   * field twice): `members` holds, per field, the offsets in `bytes` of its name and its value
-   * (start, end, start, end), valid only during the call. False: the reader builds it for `onEntry`.
+   * The next entry, when it is a flat object of strings and arrays of strings (no field twice):
+   * `members` holds, per field, the offsets in `bytes` of its name and its value (FlatObject),
+   * valid only during the call. The strings are only delimited: the handler accepts the entry only
+   * when it has checked every byte it uses. False: the reader builds it for `onEntry`.
    */
   onFlatEntry?(bytes: Buffer, members: Int32Array, count: number, index: number): boolean
   /** `keys` was an array (called at its end, with the number of entries). */
@@ -146,9 +147,9 @@ export class Reader {
   }
 
   /**
-   * The fast path for the usual entry, `{"id": "...", "sha256": "..."}`: its bytes are handed over
-   * where they lie, with no string or object made. Anything else (another kind of value, an escape,
-   * a byte outside printable ASCII, a field twice, more than FLAT_MEMBERS fields) is left unread.
+   * The fast path for the usual entry, `{"id": "...", "sha256": "..."}` (and arrays of strings): its
+   * bytes are handed over where they lie, with no string or object made. Anything else (another
+   * kind of value, a field twice, more than FLAT_MEMBERS fields, what the handler refuses) is left unread.
    */
   private flatEntry(handlers: DocumentHandlers, index: number): boolean {
     if (handlers.onFlatEntry === undefined || this.peek() !== OPEN_OBJECT) return false

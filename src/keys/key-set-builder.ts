@@ -4,11 +4,11 @@
  */
 import { repeatedStrings } from './columns.js'
 import {
-  digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, plainStrings, policyOf, rateLimitOf, where,
+  digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, policyOf, rateLimitOf, where,
   type KeyEntry,
 } from './entry-check.js'
 import { hexToWords } from './digest-index.js'
-import { isArrayValue } from './json-bytes.js'
+import { isArrayValue, plainStrings } from './json-bytes.js'
 import { DigestKeyStore, INHERIT, KeyColumns, KeyTable, NO_LIMIT, type CheckedEntry } from './key-table.js'
 import { compilePolicy, type Policy } from './policy.js'
 import type { KeyStore } from './store.js'
@@ -117,7 +117,7 @@ export class KeySetBuilder {
     let allow = -1
     for (let m = 0; m < count * 4; m += 4) {
       const start = members[m] as number
-      // The three names differ in length: one comparison each. The reader has made sure that no name comes twice.
+      // The four names differ in length: one comparison each. The reader has made sure that no name comes twice.
       const length = (members[m + 1] as number) - start
       if (length === 2 && isName(bytes, start, FLAT_NAMES.id)) id = m
       else if (length === 6 && isName(bytes, start, FLAT_NAMES.sha256)) sha256 = m
