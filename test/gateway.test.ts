@@ -157,6 +157,18 @@ for (const [name, start, skip] of [['nginx', startNginx, NGINX], ['Caddy', start
       assert.equal((await get(`${proxy}/status/more`)).status, 401)
     })
 
+    await t.test('a client naming another original request (either header family) cannot move the check', async () => {
+      seen.length = 0
+      for (const family of [['x-original-method', 'x-original-uri'], ['x-forwarded-method', 'x-forwarded-uri']] as const) {
+        const [method, uri] = family
+        const open = await get(`${proxy}/users/admin`, { [method]: 'GET', [uri]: '/status' })
+        assert.equal(open.status, 401, `${uri}: the public path named by the client is not the request`)
+        const scoped = await get(`${proxy}/admin`, { authorization: `Bearer ${SCOPED_KEY}`, [method]: 'GET', [uri]: '/orders/7' })
+        assert.equal(scoped.status, 403, `${uri}: the scoped key stays in its scope`)
+      }
+      assert.equal(seen.length, 0)
+    })
+
     await t.test('an encoded slash in the path is refused with 400 before any key or rule', async () => {
       seen.length = 0
       const res = await get(`${proxy}/orders%2F..%2Fadmin`, { authorization: `Bearer ${SCOPED_KEY}` })
@@ -255,6 +267,7 @@ test('the Traefik example parses and wires keygate as forwardAuth (syntax check 
   assert.equal(forwardAuth.address, 'http://127.0.0.1:3000/auth')
   assert.deepEqual(forwardAuth.authResponseHeaders, ['X-Keygate-Key-Id'])
   assert.deepEqual(config.http.middlewares['strip-credentials'].headers.customRequestHeaders, { Authorization: '', 'X-API-Key': '' })
-  assert.deepEqual(config.http.routers.app.middlewares, ['keygate', 'strip-credentials'])
+  assert.deepEqual(config.http.middlewares['strip-original'].headers.customRequestHeaders, { 'X-Original-Method': '', 'X-Original-URI': '' })
+  assert.deepEqual(config.http.routers.app.middlewares, ['strip-original', 'keygate', 'strip-credentials'])
   assert.equal(config.http.services.app.loadBalancer.servers[0].url, 'http://127.0.0.1:8080')
 })

@@ -137,6 +137,17 @@ test('Expect: 100-continue: 100 only once the checks pass; a refused client is a
   assert.equal(upstream.header('expect'), undefined, 'keygate answered the expectation itself')
 })
 
+test('a 413 decided from Content-Length is the client\'s refusal: no upstream fields, no upstream error counted', async (t) => {
+  const { upstream, url, child } = await proxyTo(t)
+  const res = await fetch(`${url}/v1/upload`, { method: 'POST', body: 'x'.repeat(1024 * 1024 + 1), headers: { authorization: KEY } })
+  assert.equal(res.status, 413)
+  const line = await waitFor('the 413 line', () => logLines(child).find((entry) => entry.status === 413))
+  assert.deepEqual([line.upstreamError, line.upstreamMs, line.upstreamStatus], [undefined, undefined, undefined])
+  const metrics = await (await fetch(`${url}/_keygate/metrics`, { headers: { authorization: KEY } })).text()
+  assert.doesNotMatch(metrics, /keygate_upstream_errors_total\{kind="body_too_large"\}/)
+  assert.equal(upstream.connections(), 0)
+})
+
 test('each proxied request is one access line with upstreamStatus and upstreamMs', async (t) => {
   const { child, url } = await proxyTo(t, (_req, res) => {
     res.statusCode = 418

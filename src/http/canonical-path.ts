@@ -22,7 +22,7 @@ const FORBIDDEN_DECODED = new Set([0x2f, 0x5c, 0x2e, 0x3b])
 
 /**
  * The path (without its query) checked and decoded: no empty segment but a final `/`, no `.` or
- * `..`, no `\`, `;`, control or non-ASCII byte, every `%` followed by two hex digits, and no escape
+ * `..`, no `\`, `;`, `#`, control or non-ASCII byte, every `%` followed by two hex digits, and no escape
  * of `/`, `\`, `.`, `;` or a control byte. Other escapes are decoded (`/v1/%61dmin` is `/v1/admin`).
  */
 export function canonicalPath(raw: string): CanonicalPath {
@@ -50,7 +50,8 @@ function refuse(refusal: PathRefusal): CanonicalPath {
 function rawRefusal(raw: string): PathRefusal | undefined {
   for (let i = 0; i < raw.length; i++) {
     const c = raw.charCodeAt(i)
-    if (c <= 0x20 || c >= 0x7f || c === 0x5c || c === 0x3b) return 'forbidden character'
+    // `#` too: the service's parser cuts the path there, a scope rule would not.
+    if (c <= 0x20 || c >= 0x7f || c === 0x5c || c === 0x3b || c === 0x23) return 'forbidden character'
     if (c !== PERCENT) continue
     const byte = hexByte(raw, i + 1)
     if (byte === -1) return 'bad escape'

@@ -186,12 +186,14 @@ const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i
 
 /**
  * Answers what HTTP itself forbids, with keygate's headers: HTTP/1.1 without `Host` (400, RFC 9112
- * section 3.2) and an `Expect` other than 100-continue (417). Node answers these bare by itself
- * unless the server opts out (the keygate server does: `requireHostHeader: false`, `checkExpectation`).
+ * section 3.2), a `#` in the request target (400: a fragment is never sent, and parsers disagree on
+ * where such a path ends) and an `Expect` other than 100-continue (417). Node answers the first and
+ * last bare by itself unless the server opts out (the keygate server does: `requireHostHeader: false`,
+ * `checkExpectation`).
  */
 function refuseBadProtocol(req: IncomingMessage, res: ServerResponse, requestId: string): Outcome | undefined {
   const headers = req.headers
-  if (headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
+  if ((headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) || req.url?.includes('#') === true) {
     sendReply(req, res, REPLY.badRequest, requestId)
     return MALFORMED
   }
@@ -251,6 +253,7 @@ function logRequest(
       upstreamStatus: context.upstream.status,
       upstreamMs: context.upstream.ms,
       upstreamError: context.upstream.error,
+      upstreamErrorCode: context.upstream.code,
     }),
   })
 }

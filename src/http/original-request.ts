@@ -1,7 +1,9 @@
 /**
  * The request a reverse proxy asks `/auth` about: nginx sends `X-Original-Method` and
  * `X-Original-URI` (the raw `$request_uri`), Caddy and Traefik `X-Forwarded-Method` and
- * `X-Forwarded-Uri`. Its path must be canonical, as any path a scope is matched against. Pure.
+ * `X-Forwarded-Uri`. A proxy sets one family and passes the client's headers on, so the other
+ * family, when present, came from the client: if the two disagree, the request is ambiguous.
+ * Its path must be canonical, as any path a scope is matched against. Pure.
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import { canonicalPath } from './canonical-path.js'
@@ -15,14 +17,37 @@ export interface OriginalRequest {
 }
 
 const METHOD_TOKEN = /^[A-Z]{1,16}$/
+const CONFLICT = Symbol('the two families disagree')
+
+/** Headers that ask a service to take a request as another method (Express's method-override and others). */
+export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const
+
+/** True when a method-override header names another method than `method`: scopes match the method keygate sees. */
+export function overridesMethod(headers: IncomingHttpHeaders, method: string): boolean {
+  for (const name of METHOD_OVERRIDE_HEADERS) {
+    const value = headers[name]
+    if (value !== undefined && String(value).trim().toUpperCase() !== method) return true
+  }
+  return false
+}
 
 /** The original request, `undefined` when the proxy sent none, or 'ambiguous' when its method or path cannot be trusted (400). */
 export function originalRequestOf(headers: IncomingHttpHeaders): OriginalRequest | 'ambiguous' | undefined {
-  const method = headers['x-original-method'] ?? headers['x-forwarded-method']
-  const uri = headers['x-original-uri'] ?? headers['x-forwarded-uri']
+  const method = oneOf(headers['x-original-method'], headers['x-forwarded-method'])
+  const uri = oneOf(headers['x-original-uri'], headers['x-forwarded-uri'])
   if (method === undefined && uri === undefined) return undefined
+  if (method === CONFLICT || uri === CONFLICT) return 'ambiguous'
   if (typeof method !== 'string' || typeof uri !== 'string' || !METHOD_TOKEN.test(method)) return 'ambiguous'
-  const end = uri.search(/[?#]/)
-  const canonical = canonicalPath(end === -1 ? uri : uri.slice(0, end))
-  return canonical.ok ? { method, segments: canonical.segments, path: canonical.path } : 'ambiguous'
+  // A `#` is cut by the service's parser but not by a scope rule: never guess which one wins.
+  if (uri.includes('#')) return 'ambiguous'
+  const query = uri.indexOf('?')
+  const canonical = canonicalPath(query === -1 ? uri : uri.slice(0, query))
+  if (!canonical.ok || overridesMethod(headers, method)) return 'ambiguous'
+  return { method, segments: canonical.segments, path: canonical.path }
+}
+
+/** The value both families agree on, the one present, or CONFLICT when they differ. */
+function oneOf(original: string | string[] | undefined, forwarded: string | string[] | undefined): string | string[] | undefined | typeof CONFLICT {
+  if (original === undefined) return forwarded
+  return forwarded === undefined || forwarded === original ? original : CONFLICT
 }

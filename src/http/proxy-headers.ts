@@ -2,13 +2,19 @@
  * The headers a proxy passes on. Hop-by-hop fields (RFC 9110 section 7.6.1: `Connection`, the
  * fields it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`,
  * `Upgrade`) belong to one connection and are dropped in both directions; towards the service,
- * keygate also drops the credential and any `X-Keygate-*` a client sent, and adds its own.
+ * keygate also drops the credential, any `X-Keygate-*` a client sent and any name with `_`, and
+ * adds its own. The request's framing (`Content-Length`, `Transfer-Encoding`) is never the
+ * client's text: the upstream client writes the framing it uses.
  */
 import type { IncomingMessage } from 'node:http'
+import { METHOD_OVERRIDE_HEADERS } from './original-request.js'
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
 // keygate sets these itself; a client's own would lie to the service.
-const REPLACED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect'])
+const REPLACED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect', 'content-length'])
+// A `Connection` header may not make these hop-by-hop: the framing and the target are not the client's to drop.
+const NEVER_NAMED = new Set(['content-length', 'transfer-encoding', 'host'])
+const METHOD_OVERRIDES = new Set<string>(METHOD_OVERRIDE_HEADERS)
 
 // What a header name is to the proxy, by bits: a name is classified once, not lower-cased per request.
 const HOP = 1 // hop-by-hop (RFC 9110 section 7.6.1)
@@ -18,6 +24,8 @@ const FORWARDED_FOR = 8
 const REQUEST_ID = 16
 const CONNECTION = 32
 const UPGRADE = 64
+const HOST = 128
+const METHOD_OVERRIDE = 256
 
 // Header names come back in the same few spellings: their classes are kept, up to a bound (a
 // client making up names fills it once, then pays the lower-casing as before).
@@ -31,12 +39,15 @@ function classOf(name: string): number {
   const lower = name.toLowerCase()
   found =
     (HOP_BY_HOP.has(lower) ? HOP : 0) |
-    (REPLACED.has(lower) || lower.startsWith('x-keygate-') || lower === 'x-api-key' ? NOT_TO_SERVICE : 0) |
+    // A name with `_` reaches CGI-style services as its `-` spelling (`X_Keygate_Key_Id`): nginx drops them too.
+    (REPLACED.has(lower) || lower.startsWith('x-keygate-') || lower === 'x-api-key' || lower.includes('_') ? NOT_TO_SERVICE : 0) |
     (lower === 'authorization' ? AUTHORIZATION : 0) |
     (lower === 'x-forwarded-for' ? FORWARDED_FOR : 0) |
     (lower === 'x-request-id' ? REQUEST_ID : 0) |
     (lower === 'connection' ? CONNECTION : 0) |
-    (lower === 'upgrade' ? UPGRADE : 0)
+    (lower === 'upgrade' ? UPGRADE : 0) |
+    (lower === 'host' ? HOST : 0) |
+    (METHOD_OVERRIDES.has(lower) ? METHOD_OVERRIDE : 0)
   if (classes.size < MAX_CLASSIFIED && name.length <= MAX_CLASSIFIED_LENGTH) classes.set(name, found)
   return found
 }
@@ -61,9 +72,28 @@ function connectionOptions(raw: readonly string[]): Set<string> | undefined {
   for (let i = 0; i < raw.length; i += 2) {
     if ((classOf(raw[i] as string) & CONNECTION) === 0) continue
     named ??= new Set()
-    for (const option of (raw[i + 1] as string).split(',')) named.add(option.trim().toLowerCase())
+    for (const option of (raw[i + 1] as string).split(',')) {
+      const lower = option.trim().toLowerCase()
+      if (!NEVER_NAMED.has(lower)) named.add(lower)
+    }
   }
   return named
+}
+
+/**
+ * Why the service might read this request otherwise than keygate checked it, or `undefined`:
+ * two `Host` headers (keygate and the service could each take another), or a method-override
+ * header naming another method (scopes are matched on the method keygate sees).
+ */
+export function ambiguityOf(req: IncomingMessage): 'two hosts' | 'method override' | undefined {
+  const raw = req.rawHeaders
+  let hosts = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const kind = classOf(raw[i] as string)
+    if ((kind & HOST) !== 0 && ++hosts > 1) return 'two hosts'
+    if ((kind & METHOD_OVERRIDE) !== 0 && (raw[i + 1] as string).trim().toUpperCase() !== req.method) return 'method override'
+  }
+  return undefined
 }
 
 /** Hop-by-hop: by RFC 9110's list, or named in `Connection`. */

@@ -10,10 +10,10 @@ import type { Duplex } from 'node:stream'
 import { oweContinue, takeContinue } from './body.js'
 import { downstreamHeaders, upstreamHeaders, type ForwardFacts } from './proxy-headers.js'
 import { PROXY_REPLIES } from './routes.js'
-import { createUpstreamClient, type Call } from './upstream-client.js'
+import { createUpstreamClient, type Call, type RequestFraming } from './upstream-client.js'
 
 /** Why an exchange with the service failed; each is a label of `keygate_upstream_errors_total`. */
-export type UpstreamError = 'connect' | 'timeout' | 'reset_before_head' | 'reset_after_head' | 'bad_answer' | 'client_aborted' | 'body_too_large'
+export type UpstreamError = 'connect' | 'tls' | 'timeout' | 'reset_before_head' | 'reset_after_head' | 'bad_answer' | 'client_aborted' | 'body_too_large'
 
 /** How an exchange went, for the access line and the metrics. */
 export interface UpstreamResult {
@@ -21,6 +21,8 @@ export interface UpstreamResult {
   status?: number
   ms: number
   error?: UpstreamError
+  /** Node's code of the failure (`ECONNREFUSED`, `DEPTH_ZERO_SELF_SIGNED_CERT`...), for the access line. */
+  code?: string
 }
 
 export interface ProxyOptions {
@@ -45,8 +47,8 @@ export interface ProxyReplies {
 }
 
 export interface Proxy {
-  /** Forwards an allowed request; resolves once the exchange is over (answered, failed or cut). */
-  forward(req: IncomingMessage, res: ServerResponse, decision: ForwardDecision, extraHeaders: readonly string[] | undefined): Promise<UpstreamResult>
+  /** Forwards an allowed request; resolves once the exchange is over (answered, failed or cut), `undefined` when refused before any was tried (413). */
+  forward(req: IncomingMessage, res: ServerResponse, decision: ForwardDecision, extraHeaders: readonly string[] | undefined): Promise<UpstreamResult | undefined>
   /** The tunnels (WebSocket) open now: shutdown closes them once requests have drained. */
   readonly tunnels: Set<Duplex>
   close(): void
@@ -119,7 +121,7 @@ export function createProxy(options: ProxyOptions, replies: ProxyReplies = PROXY
         proto: encrypted ? 'https' : 'http',
         tunnel: upgrade !== undefined,
       }
-      if (upgrade !== undefined) return tunnel(req, res, upgrade, facts, open(req, facts), { tunnels, replies })
+      if (upgrade !== undefined) return tunnel(req, res, upgrade, facts, open(req, facts), { tunnels, replies, timeoutMs })
       return exchange({ req, res, facts, extraHeaders, client, path: base + (req.url ?? '/'), timeoutMs, maxBodyBytes, replies })
     },
   }
@@ -143,34 +145,53 @@ const RETRYABLE = new Set(['GET', 'HEAD'])
 const CLOSED_UNDER_US = new Set(['ECONNRESET', 'EPIPE'])
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
 
+/** What a failure before the answer's head was: a refused connection, a certificate, a reset, a broken answer. */
+function errorKind(code: string, tlsFailure: boolean): UpstreamError {
+  if (CONNECT_ERRORS.has(code)) return 'connect'
+  if (tlsFailure) return 'tls'
+  return code.startsWith('HPE_') ? 'bad_answer' : 'reset_before_head'
+}
+
+/**
+ * The framing keygate writes for the body it streams: Node's parser read the client's framing
+ * (and refused a request with both or a bad one); the client's own header text never goes on.
+ */
+function requestFraming(req: IncomingMessage): RequestFraming {
+  if (req.headers['transfer-encoding'] !== undefined) return 'chunked'
+  const length = req.headers['content-length']
+  return length === undefined ? undefined : Number(length)
+}
+
 /** One request and its answer, retried once on a new connection when a reused one was closed under a bodiless GET or HEAD. */
-function exchange(x: Exchange): Promise<UpstreamResult> {
+function exchange(x: Exchange): Promise<UpstreamResult | undefined> {
   const { req, res } = x
   const started = performance.now()
   if (x.maxBodyBytes > 0 && Number(req.headers['content-length']) > x.maxBodyBytes) {
+    // The client's refusal, decided before any connection: no exchange with the service to report.
     x.replies.tooLarge(req, res, x.facts.requestId)
-    return Promise.resolve({ ms: 0, error: 'body_too_large' })
+    return Promise.resolve(undefined)
   }
-  const framing = req.headers['transfer-encoding'] !== undefined ? 'chunked' : (req.headers['content-length'] ?? '0') === '0' ? 'none' : 'length'
+  const framing = requestFraming(req)
+  const hasBody = framing === 'chunked' || (framing ?? 0) > 0
   const headers = upstreamHeaders(req, x.facts)
   return new Promise((resolve) => {
     let settled = false
     let upstream: Call
     let timer: NodeJS.Timeout | undefined
-    const done = (status: number | undefined, error: UpstreamError | undefined) => {
+    const done = (status: number | undefined, error: UpstreamError | undefined, code?: string) => {
       clearTimeout(timer)
       if (settled) return
       settled = true
-      resolve({ status, ms: performance.now() - started, error })
+      resolve(code === undefined ? { status, ms: performance.now() - started, error } : { status, ms: performance.now() - started, error, code })
     }
-    const fail = (kind: UpstreamError) => {
+    const fail = (kind: UpstreamError, code?: string) => {
       if (settled) return
       upstream.abort()
       if (res.headersSent) res.destroy() // never pass a cut answer off as whole
       else if (kind === 'timeout') x.replies.gatewayTimeout(req, res, x.facts.requestId)
       else if (kind === 'body_too_large') x.replies.tooLarge(req, res, x.facts.requestId)
       else if (kind !== 'client_aborted') x.replies.badGateway(req, res, x.facts.requestId)
-      done(undefined, kind)
+      done(undefined, kind, code)
     }
     const attempt = (fresh: boolean) => {
       let status = 0
@@ -181,7 +202,10 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
           try {
             res.writeHead(head.status, downstreamHeaders(head.rawHeaders, x.extraHeaders, x.facts.requestId))
           } catch {
-            fail('bad_answer') // a header Node will not send on (a control character, a bad name)
+            // A header Node will not send on (a control character, a bad name). writeHead kept the
+            // service's status text; the 502 must not go out as "502 OK".
+            res.statusMessage = ''
+            fail('bad_answer')
           }
         },
         onBody(chunk) {
@@ -195,13 +219,12 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
           else endWith(res, last, ended)
         },
         onError(error, afterHead) {
-          if (afterHead || res.headersSent) return fail('reset_after_head')
-          if (!fresh && upstream.reused && framing === 'none' && RETRYABLE.has(req.method ?? '') && CLOSED_UNDER_US.has(error.code ?? '')) {
+          if (afterHead || res.headersSent) return fail('reset_after_head', error.code)
+          if (!fresh && upstream.reused && !hasBody && RETRYABLE.has(req.method ?? '') && CLOSED_UNDER_US.has(error.code ?? '')) {
             clearTimeout(timer)
             return attempt(true)
           }
-          const code = error.code ?? ''
-          fail(CONNECT_ERRORS.has(code) ? 'connect' : code.startsWith('HPE_') ? 'bad_answer' : 'reset_before_head')
+          fail(errorKind(error.code ?? '', upstream.tlsFailed), error.code)
         },
       }, fresh)
       timer = setTimeout(() => fail('timeout'), x.timeoutMs)
@@ -211,7 +234,7 @@ function exchange(x: Exchange): Promise<UpstreamResult> {
     // A client that waits for 100 Continue sends its body only now that the checks have passed.
     if (takeContinue(req)) res.writeContinue()
     attempt(false)
-    if (framing !== 'none') sendBody(req, () => upstream, x.maxBodyBytes, () => settled, () => fail('body_too_large'))
+    if (hasBody) sendBody(req, () => upstream, x.maxBodyBytes, () => settled, () => fail('body_too_large'))
   })
 }
 
@@ -238,19 +261,31 @@ function endWith(res: ServerResponse, last: Buffer, ended: () => void): void {
   } else res.end(last, ended)
 }
 
-/** Streams the request body to the service with backpressure, counting it against the limit. */
+/**
+ * Streams the request body to the service with backpressure, counting it against the limit to
+ * its last byte: after an early answer the rest is read and dropped (the connection's next
+ * request starts behind it), and a body past the limit then cuts the client's connection.
+ */
 function sendBody(req: IncomingMessage, upstream: () => Call, maxBodyBytes: number, over: () => boolean, tooLarge: () => void): void {
   let received = 0
-  req.on('data', (chunk: Buffer) => {
-    if (over()) return
+  const onData = (chunk: Buffer) => {
     received += chunk.length
-    if (maxBodyBytes > 0 && received > maxBodyBytes) return tooLarge()
-    if (upstream().write(chunk)) return
+    if (maxBodyBytes > 0 && received > maxBodyBytes) {
+      req.off('data', onData)
+      if (over()) req.socket.destroy()
+      else tooLarge()
+      return
+    }
+    if (over() || upstream().write(chunk)) return
     req.pause()
     upstream().onDrain(() => req.resume())
-  })
+  }
+  req.on('data', onData)
   req.on('end', () => over() || upstream().end())
 }
+
+// A client may send frames before the 101 comes; more than this before it is no client's need.
+const MAX_EARLY_TUNNEL_BYTES = 64 * 1024
 
 /** An allowed upgrade: the service's 101 goes back on the raw socket, then bytes flow both ways until either side closes. */
 function tunnel(
@@ -259,12 +294,40 @@ function tunnel(
   { socket, head }: Upgrade,
   facts: ForwardFacts,
   upstream: ClientRequest,
-  { tunnels, replies }: { tunnels: Set<Duplex>; replies: ProxyReplies },
+  { tunnels, replies, timeoutMs }: { tunnels: Set<Duplex>; replies: ProxyReplies; timeoutMs: number },
 ): Promise<UpstreamResult> {
   const started = performance.now()
   return new Promise((resolve) => {
-    const finish = (result: Omit<UpstreamResult, 'ms'>) => resolve({ ...result, ms: performance.now() - started })
+    let settled = false
+    const finish = (result: Omit<UpstreamResult, 'ms'>) => {
+      clearTimeout(timer)
+      socket.off('end', clientLeft).off('close', clientLeft).off('data', hold)
+      if (settled) return
+      settled = true
+      resolve({ ...result, ms: performance.now() - started })
+    }
+    // No 101 (or other answer head) in time: 504, and the service's socket is freed.
+    const timer = setTimeout(() => {
+      upstream.destroy()
+      if (!res.headersSent) replies.gatewayTimeout(req, res, facts.requestId)
+      finish({ error: 'timeout' })
+    }, timeoutMs)
+    // A client that leaves before the answer takes its upstream request with it. The socket must
+    // be read to see it leave: bytes it sends before the 101 are held for the tunnel, up to a bound.
+    const clientLeft = () => {
+      upstream.destroy()
+      finish({ error: 'client_aborted' })
+    }
+    const early: Buffer[] = []
+    let earlyBytes = 0
+    const hold = (chunk: Buffer) => {
+      early.push(chunk)
+      if ((earlyBytes += chunk.length) > MAX_EARLY_TUNNEL_BYTES) socket.destroy()
+    }
+    socket.on('data', hold).once('end', clientLeft).once('close', clientLeft)
     upstream.on('upgrade', (answer: IncomingMessage, service: Socket, serviceHead: Buffer) => {
+      if (settled) return service.destroy()
+      finish({ status: 101 })
       const headers = downstreamHeaders(answer.rawHeaders, undefined, facts.requestId, true)
       let block = `HTTP/1.1 101 ${answer.statusMessage || 'Switching Protocols'}\r\n`
       for (let i = 0; i < headers.length; i += 2) block += `${headers[i]}: ${headers[i + 1]}\r\n`
@@ -273,6 +336,7 @@ function tunnel(
       // Bytes either side sent right behind its head belong to the tunnel.
       if (serviceHead.length > 0) socket.write(serviceHead)
       if (head.length > 0) service.write(head)
+      for (const chunk of early) service.write(chunk)
       tunnels.add(socket)
       socket.pipe(service).pipe(socket)
       const close = () => {
@@ -282,17 +346,19 @@ function tunnel(
       }
       socket.on('close', close).on('error', close)
       service.on('close', close).on('error', close)
-      finish({ status: 101 })
     })
     upstream.on('response', (answer) => {
+      if (settled) return answer.destroy()
+      clearTimeout(timer)
       // The service said no to the upgrade: its answer goes back as an ordinary one.
       res.writeHead(answer.statusCode ?? 502, downstreamHeaders(answer.rawHeaders, undefined, facts.requestId))
       answer.pipe(res)
       res.once('finish', () => finish({ status: answer.statusCode }))
     })
-    upstream.on('error', () => {
+    upstream.on('error', (error: NodeJS.ErrnoException) => {
+      if (settled) return
       if (!res.headersSent) replies.badGateway(req, res, facts.requestId)
-      finish({ error: 'connect' })
+      finish({ error: 'connect', code: error.code })
     })
     upstream.end()
   })

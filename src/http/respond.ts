@@ -107,6 +107,9 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
   }
   const [status, text, reason] = CLIENT_ERRORS[error.code ?? ''] ?? MALFORMED
   const requestId = freshRequestId()
+  // A request in progress (Node cut it with 408 while its body came): its own access line, when
+  // its handler writes one, says what was sent instead of the 200 its response still holds.
+  if (inFlight !== undefined) inFlight.statusCode = status
   writeRawReply(socket, status, text, requestId)
   return { status, requestId, reason }
 }

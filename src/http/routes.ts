@@ -1,6 +1,6 @@
 /** The routes keygate owns: their methods, key checks, throttling and prepared replies. */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { authenticate, type AuthResult } from '../keys/auth.js'
+import { authenticate, isCredentialAuthorization, type AuthResult } from '../keys/auth.js'
 import type { KeyStore } from '../keys/store.js'
 import { ROUTE_NAMES, renderMetrics, type MetricsSnapshot, type RouteName } from '../observe/metrics.js'
 import { createEmptyReply, createReply, sendReply, METRICS_TYPE, type Reply } from './respond.js'
@@ -9,6 +9,7 @@ import { originalRequestOf, type OriginalRequest } from './original-request.js'
 import type { RateDecision, RateLimit, RateLimitStore } from '../limits/rate-limit.js'
 import { canonicalPath } from './canonical-path.js'
 import type { Proxy, ProxyReplies, UpstreamResult } from './proxy.js'
+import { ambiguityOf } from './proxy-headers.js'
 
 export type Outcome =
   | AuthResult
@@ -305,18 +306,19 @@ export function createRoutes(
   // A public path or an authorized key: the request goes to the service, with the key's id.
   const forward = (dropAuthorization: (req: IncomingMessage) => boolean): Answer => (req, res, context, outcome, headers) =>
     proxy.forward(req, res, { keyId: outcome.keyId || undefined, requestId: context.requestId, dropAuthorization: dropAuthorization(req) }, headers).then((result) => {
-      context.upstream = result
+      if (result !== undefined) context.upstream = result
     })
   // The credential goes no further than keygate: Authorization is dropped when it held the key
-  // (on a public path too: a client may send its key everywhere).
-  const holdsCredential = (req: IncomingMessage) => typeof req.headers.authorization === 'string' && req.headers.authorization !== ''
+  // (on a public path too: a client may send its key everywhere); another scheme is the service's.
+  const holdsCredential = (req: IncomingMessage) => isCredentialAuthorization(req.headers.authorization)
   const keyedForward = forward(holdsCredential)
   const publicForward = forward((req) => holdsCredential(req) && authenticate(keys, req).keyId !== undefined)
   const proxied: Route = (req, res, context) => {
     const url = req.url ?? ''
     const query = url.indexOf('?')
     const canonical = canonicalPath(query === -1 ? url : url.slice(0, query))
-    if (!canonical.ok) {
+    // A path, a Host or a method the service could read otherwise than keygate checked it.
+    if (!canonical.ok || ambiguityOf(req) !== undefined) {
       sendReply(req, res, REPLY.badRequest, context.requestId)
       return MALFORMED
     }

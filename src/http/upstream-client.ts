@@ -8,7 +8,7 @@
  */
 import { connect as connectTcp, isIP, type Socket } from 'node:net'
 import { connect as connectTls } from 'node:tls'
-import { parseAnswerHead, type AnswerHead, type Framing } from './answer-head.js'
+import { hasBareLineFeed, isChunkSizeLine, isTrailerLine, parseAnswerHead, type AnswerHead, type Framing } from './answer-head.js'
 
 export interface UpstreamTarget {
   host: string
@@ -28,9 +28,17 @@ export interface CallHandlers {
   onError(error: NodeJS.ErrnoException, afterHead: boolean): void
 }
 
+/**
+ * How the request body is framed on the way to the service: chunked, or its length in bytes
+ * (the `Content-Length` keygate writes), or `undefined` for no body and no `Content-Length`.
+ */
+export type RequestFraming = number | 'chunked' | undefined
+
 export interface Call {
   /** The socket had served an earlier request: a failure before any answer may mean the service closed it. */
   readonly reused: boolean
+  /** The connection failed in its TLS handshake (an untrusted certificate, a name mismatch). */
+  readonly tlsFailed: boolean
   write(chunk: Buffer): boolean
   end(): void
   resume(): void
@@ -40,7 +48,15 @@ export interface Call {
 }
 
 const MAX_HEAD_BYTES = 64 * 1024
+// A chunk-size or trailer line longer than this is no honest service's (llhttp bounds them too).
+const MAX_LINE_BYTES = 8 * 1024
 const CRLF = '\r\n'
+const CR = 13
+const LF = 10
+const EMPTY = Buffer.alloc(0)
+// Chunked body states besides "bytes of chunk data still to come" (a positive count).
+const SIZE_LINE = -1
+const AFTER_DATA = -2 // the CRLF that must end each chunk's data
 
 /** The service broke HTTP/1.1, or the connection ended under a call; `code` as Node's own errors have. */
 export class UpstreamProtocolError extends Error {
@@ -56,11 +72,13 @@ export function createUpstreamClient(target: UpstreamTarget) {
       ? connectTls({ host: target.host, port: target.port, servername: isIP(target.host) === 0 ? target.host : undefined })
       : connectTcp({ host: target.host, port: target.port })
     socket.setNoDelay(true)
-    return new Connection(socket, idle)
+    const connection = new Connection(socket, idle, target.tls)
+    if (target.tls) socket.once('secureConnect', () => (connection.handshaking = false))
+    return connection
   }
   return {
-    /** Sends the head at once; the body (if `bodyFraming` is not 'none') follows through `write` and `end`. */
-    call(method: string, path: string, headers: readonly string[], bodyFraming: 'none' | 'length' | 'chunked', handlers: CallHandlers, fresh = false): Call {
+    /** Sends the head at once; the body (if `bodyFraming` announces one) follows through `write` and `end`. */
+    call(method: string, path: string, headers: readonly string[], bodyFraming: RequestFraming, handlers: CallHandlers, fresh = false): Call {
       const reused = fresh ? undefined : idle.pop()
       const connection = reused ?? open()
       const call = new UpstreamCall(connection, reused !== undefined, method, handlers, bodyFraming)
@@ -84,6 +102,8 @@ class Connection {
   constructor(
     readonly socket: Socket,
     private readonly idle: Connection[],
+    /** A TLS connection whose handshake has not finished yet. */
+    public handshaking: boolean,
   ) {
     socket.on('data', (chunk: Buffer) => (this.call === undefined ? this.drop() : this.call.onData(chunk)))
     socket.on('error', (error: NodeJS.ErrnoException) => (this.call === undefined ? this.drop() : this.call.fail(error)))
@@ -111,8 +131,9 @@ class UpstreamCall implements Call {
   private requestDone = false
   private answerDone = false
   private finished = false
-  private chunkLeft = -1 // chunked: bytes of the current chunk still to come; -1 while reading a size line
+  private chunkLeft = SIZE_LINE // chunked: bytes of the current chunk's data still to come, or a state
   private trailers = false
+  private drainListener: (() => void) | undefined
 
   private readonly socket: Socket
 
@@ -121,21 +142,29 @@ class UpstreamCall implements Call {
     readonly reused: boolean,
     private readonly method: string,
     private readonly handlers: CallHandlers,
-    private readonly bodyFraming: 'none' | 'length' | 'chunked',
+    private readonly bodyFraming: RequestFraming,
   ) {
     this.socket = connection.socket
+  }
+
+  /** Writes the head, with the framing this call will use (whatever `headers` hold, they hold no framing). */
+  get tlsFailed(): boolean {
+    return this.connection.handshaking
   }
 
   start(method: string, path: string, headers: readonly string[]): this {
     let head = `${method} ${path} HTTP/1.1${CRLF}`
     for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}${CRLF}`
     if (this.bodyFraming === 'chunked') head += `Transfer-Encoding: chunked${CRLF}`
+    else if (this.bodyFraming !== undefined) head += `Content-Length: ${this.bodyFraming}${CRLF}`
     this.socket.write(head + CRLF, 'latin1')
-    if (this.bodyFraming === 'none') this.requestDone = true
+    if (this.bodyFraming === undefined || this.bodyFraming === 0) this.requestDone = true
     return this
   }
 
+  /** A piece of the request body; once the call is over (an early answer), pieces are dropped. */
   write(chunk: Buffer): boolean {
+    if (this.finished) return true
     if (this.bodyFraming !== 'chunked') return this.socket.write(chunk)
     if (chunk.length === 0) return true
     // All three pieces, always: a `false` from write only asks the caller to wait before the next chunk.
@@ -145,6 +174,7 @@ class UpstreamCall implements Call {
   }
 
   end(): void {
+    if (this.finished) return
     if (this.bodyFraming === 'chunked') this.socket.write(`0${CRLF}${CRLF}`)
     this.requestDone = true
     if (this.answerDone) this.release()
@@ -155,7 +185,15 @@ class UpstreamCall implements Call {
   }
 
   onDrain(listener: () => void): void {
-    this.socket.once('drain', listener)
+    if (this.finished) return listener()
+    this.drainListener = listener
+    this.socket.once('drain', () => this.drained())
+  }
+
+  private drained(): void {
+    const listener = this.drainListener
+    this.drainListener = undefined
+    listener?.()
   }
 
   abort(): void {
@@ -165,8 +203,11 @@ class UpstreamCall implements Call {
 
   /** The socket closed: the end of an answer framed by the close, otherwise a failure. */
   onClose(): void {
-    if (this.framing.kind === 'close' && this.head !== undefined) this.complete()
-    else this.fail(new UpstreamProtocolError('socket hang up', 'ECONNRESET'))
+    if (this.finished) return
+    if (this.framing.kind === 'close' && this.head !== undefined) {
+      this.complete()
+      this.release()
+    } else this.fail(new UpstreamProtocolError('socket hang up', 'ECONNRESET'))
   }
 
   onData(chunk: Buffer): void {
@@ -178,6 +219,8 @@ class UpstreamCall implements Call {
         const end = data.indexOf('\r\n\r\n')
         if (end > MAX_HEAD_BYTES || (end === -1 && data.length > MAX_HEAD_BYTES)) return this.fail(new UpstreamProtocolError('answer head too large', 'HPE_HEADER_OVERFLOW'))
         if (end === -1) {
+          // A bare LF can never become part of a valid head: refuse now instead of waiting for more.
+          if (hasBareLineFeed(data)) return this.fail(new UpstreamProtocolError('bare LF in the answer head', 'HPE_CR_EXPECTED'))
           this.buffer = data
           return
         }
@@ -190,8 +233,10 @@ class UpstreamCall implements Call {
       }
       data = this.body(data)
     }
-    // Bytes after a whole answer: the service broke the protocol; the socket is not reused.
-    if (data.length > 0 && this.answerDone) this.reusable = false
+    if (!this.answerDone || this.finished) return
+    // Bytes after a whole answer: the service broke the protocol, and they must never be read as the next answer.
+    if (data.length > 0 || this.buffer !== undefined) this.reusable = false
+    if (this.requestDone) this.release()
   }
 
   /** The status line and headers; decides how the body is framed. */
@@ -223,58 +268,79 @@ class UpstreamCall implements Call {
     return this.chunk(data)
   }
 
-  /** Chunked transfer coding (RFC 9112 section 7.1): size lines, data, CRLF, a last chunk, trailers. */
+  /**
+   * Chunked transfer coding (RFC 9112 section 7.1): size lines, data, CRLF, a last chunk, trailers;
+   * as strict as llhttp (no `0x`, no junk or space after the size, a CRLF after each chunk's data).
+   */
   private chunk(data: Buffer): Buffer {
-    if (this.chunkLeft === -1) {
-      const end = data.indexOf(CRLF)
-      if (end === -1) {
-        this.buffer = data
-        return data.subarray(data.length)
-      }
-      const line = data.toString('latin1', 0, end)
-      if (this.trailers) {
-        if (line === '') this.complete()
-        return data.subarray(end + 2)
-      }
-      const size = parseInt(line.split(';', 1)[0] ?? '', 16)
-      if (!/^[0-9a-fA-F]+/.test(line) || !Number.isSafeInteger(size)) {
-        this.fail(new UpstreamProtocolError('malformed chunk', 'HPE_INVALID_CHUNK_SIZE'))
-        return data.subarray(data.length)
-      }
-      if (size === 0) this.trailers = true
-      else this.chunkLeft = size + 2 // the data and its CRLF
+    if (this.chunkLeft === AFTER_DATA) {
+      if (data.length < 2) return this.keep(data)
+      if (data[0] !== CR || data[1] !== LF) return this.refuseChunk('chunk data not followed by CRLF')
+      this.chunkLeft = SIZE_LINE
+      return data.subarray(2)
+    }
+    if (this.chunkLeft === SIZE_LINE) return this.chunkLine(data)
+    const take = Math.min(this.chunkLeft, data.length)
+    this.deliver(data.subarray(0, take))
+    this.chunkLeft -= take
+    if (this.chunkLeft === 0) this.chunkLeft = AFTER_DATA
+    return data.subarray(take)
+  }
+
+  /** A chunk-size line, or a trailer line after the last chunk. */
+  private chunkLine(data: Buffer): Buffer {
+    const end = data.indexOf(CRLF)
+    if (end === -1) {
+      if (data.length > MAX_LINE_BYTES || data.includes(LF)) return this.refuseChunk('bad chunk line')
+      return this.keep(data)
+    }
+    const line = data.toString('latin1', 0, end)
+    if (this.trailers) {
+      if (line === '') this.complete()
+      else if (!isTrailerLine(line)) return this.refuseChunk('bad trailer line')
       return data.subarray(end + 2)
     }
-    const take = Math.min(this.chunkLeft, data.length)
-    const dataBytes = Math.max(0, Math.min(take, this.chunkLeft - 2))
-    if (dataBytes > 0) this.deliver(data.subarray(0, dataBytes))
-    this.chunkLeft -= take
-    if (this.chunkLeft === 0) this.chunkLeft = -1
-    return data.subarray(take)
+    const size = isChunkSizeLine(line) ? parseInt(line, 16) : NaN
+    if (!Number.isSafeInteger(size)) return this.refuseChunk('bad chunk size')
+    if (size === 0) this.trailers = true
+    else this.chunkLeft = size
+    return data.subarray(end + 2)
+  }
+
+  /** Holds an incomplete line until more bytes come. */
+  private keep(data: Buffer): Buffer {
+    this.buffer = data
+    return EMPTY
+  }
+
+  private refuseChunk(message: string): Buffer {
+    this.fail(new UpstreamProtocolError(message, 'HPE_INVALID_CHUNK_SIZE'))
+    return EMPTY
   }
 
   private deliver(piece: Buffer): void {
     if (piece.length > 0 && !this.finished && !this.handlers.onBody(piece)) this.socket.pause()
   }
 
+  /** The answer is whole. The socket is released by the caller, once it has seen what bytes follow. */
   private complete(last?: Buffer): void {
     if (this.answerDone) return
     this.answerDone = true
-    // An answer before the whole request body: the rest of it must not reach the service as a next request.
-    if (!this.requestDone) this.reusable = false
     this.handlers.onEnd(last !== undefined && last.length > 0 ? last : undefined)
-    if (this.requestDone) this.release()
+    // An answer before the whole request body: the rest of the body goes nowhere, the socket is closed.
+    if (!this.requestDone) this.release()
   }
 
-  /** Both messages are whole: the socket goes back to the pool, or is closed. */
+  /** The call is over: the socket goes back to the pool when both messages ended exactly, or is closed. */
   private release(): void {
     if (this.finished) return
     this.finished = true
     this.socket.removeAllListeners('drain')
-    if (this.reusable && !this.socket.destroyed && this.buffer === undefined) {
+    if (this.requestDone && this.reusable && !this.socket.destroyed && this.buffer === undefined) {
       this.socket.resume()
       this.connection.park()
     } else this.socket.destroy()
+    this.drained() // a request body waiting for room goes on (and is dropped)
   }
 
   fail(error: NodeJS.ErrnoException): void {
@@ -282,5 +348,6 @@ class UpstreamCall implements Call {
     this.finished = true
     this.socket.destroy()
     this.handlers.onError(error, this.head !== undefined)
+    this.drained()
   }
 }

@@ -18,12 +18,12 @@ const INVALID: AuthResult = Object.freeze({ ok: false, reason: 'invalid' })
 /**
  * The presented credential: the first header present of `Authorization: <key>`,
  * `Authorization: Bearer <key>` and `X-API-Key`. Never the query string, a cookie or the body.
- * An empty header counts as absent.
+ * An empty header counts as absent, and so does an `Authorization` of another scheme
+ * (`Basic ...`): that one is the service's, and the credential is then `X-API-Key`.
  */
 export function extractCredential(headers: IncomingHttpHeaders): string | undefined {
   const authorization = headers.authorization
-  // An embedding app may have set a header to something else than a string: that is no key.
-  if (typeof authorization === 'string' && authorization !== '') {
+  if (isCredentialAuthorization(authorization)) {
     if (!isBearer(authorization)) return authorization
     let start = 7
     while (authorization.charCodeAt(start) === 32) start++
@@ -35,6 +35,15 @@ export function extractCredential(headers: IncomingHttpHeaders): string | undefi
 }
 
 const BEARER = 'bearer'
+
+/**
+ * True when an `Authorization` value is keygate's to read: a bare key (keys hold no space) or
+ * `Bearer <key>`. Another scheme (a value with a space whose first word is not Bearer) is not.
+ * An embedding app may have set the header to something else than a string: that is no key.
+ */
+export function isCredentialAuthorization(value: unknown): value is string {
+  return typeof value === 'string' && value !== '' && (!value.includes(' ') || isBearer(value))
+}
 
 /** True when `value` starts with the scheme `Bearer` in any case and a space (RFC 9110: schemes are case-insensitive). */
 function isBearer(value: string): boolean {

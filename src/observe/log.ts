@@ -25,6 +25,8 @@ export interface AccessFields {
   upstreamStatus?: number
   upstreamMs?: number
   upstreamError?: string
+  /** Node's code for that failure (`ECONNREFUSED`, `DEPTH_ZERO_SELF_SIGNED_CERT`...). */
+  upstreamErrorCode?: string
 }
 
 export interface Logger {
@@ -164,6 +166,7 @@ function accessLineOf(f: AccessFields, baseFields: string): string {
   if (f.upstreamStatus !== undefined) line += `,"upstreamStatus":${f.upstreamStatus}`
   if (f.upstreamMs !== undefined) line += `,"upstreamMs":${millisecondsOf(f.upstreamMs)}`
   if (f.upstreamError !== undefined) line += `,"upstreamError":"${f.upstreamError}"`
+  if (f.upstreamErrorCode !== undefined) line += `,"upstreamErrorCode":${jsonString(f.upstreamErrorCode)}`
   return `${line},"client":"${f.client}","requestId":"${f.requestId}"${baseFields}}\n`
 }
 

@@ -63,8 +63,6 @@ for (const [name, headers] of [
   ['a prefix of the key', { authorization: TEST_KEY.slice(0, -1) }],
   ['the key plus one character', { authorization: `${TEST_KEY}x` }],
   ['4000 characters', { authorization: 'k'.repeat(4000) }],
-  ['a Basic credential', { authorization: `Basic ${Buffer.from(`user:${TEST_KEY}`).toString('base64')}` }],
-  ['the key as a Basic password', { authorization: `Basic ${TEST_KEY}` }],
   ['a wrong X-API-Key', { 'x-api-key': 'nope' }],
   ['a wrong Authorization ahead of a right X-API-Key', { authorization: 'nope', 'x-api-key': TEST_KEY }],
 ] as const) {
@@ -72,6 +70,19 @@ for (const [name, headers] of [
     const res = await fetch(`${await startKeygate(t)}/data`, { headers })
     await assertJson(res, 401, '{"error":"Unauthorized"}')
     assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="keygate", error="invalid_token"')
+  })
+}
+
+for (const [name, authorization] of [
+  ['a Basic credential', `Basic ${Buffer.from(`user:${TEST_KEY}`).toString('base64')}`],
+  ['the key as a Basic password', `Basic ${TEST_KEY}`],
+] as const) {
+  test(`${name} is another scheme, not a credential: 401 as without one, and X-API-Key beside it counts`, async (t) => {
+    const url = await startKeygate(t)
+    const res = await fetch(`${url}/data`, { headers: { authorization } })
+    await assertJson(res, 401, '{"error":"Unauthorized"}')
+    assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="keygate"')
+    await assertJson(await fetch(`${url}/data`, { headers: { authorization, 'x-api-key': TEST_KEY } }), 200, '{"message":"Here is your data"}')
   })
 }
 

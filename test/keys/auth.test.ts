@@ -18,10 +18,12 @@ for (const [name, headers, expected] of [
   ['X-API-Key', { 'x-api-key': 'k1' }, 'k1'],
   ['Authorization before X-API-Key', { authorization: 'first', 'x-api-key': 'second' }, 'first'],
   ['X-API-Key when Authorization is empty', { authorization: '', 'x-api-key': 'second' }, 'second'],
-  ['a scheme that only starts like Bearer, as is', { authorization: 'BearerX k1' }, 'BearerX k1'],
-  ['"Bearer" with no space, as is', { authorization: 'Bearerk1' }, 'Bearerk1'],
-  ['a word one letter off Bearer, as is', { authorization: 'Bearet k1' }, 'Bearet k1'],
-  ['a Basic header, as is', { authorization: 'Basic dXNlcjpwYXNz' }, 'Basic dXNlcjpwYXNz'],
+  ['nothing from a scheme that only starts like Bearer (not keygate\'s)', { authorization: 'BearerX k1' }, undefined],
+  ['"Bearer" with no space, as is (a bare key)', { authorization: 'Bearerk1' }, 'Bearerk1'],
+  ['nothing from a word one letter off Bearer', { authorization: 'Bearet k1' }, undefined],
+  ['nothing from a Basic header', { authorization: 'Basic dXNlcjpwYXNz' }, undefined],
+  ['X-API-Key beside a Basic header (the service\'s own)', { authorization: 'Basic dXNlcjpwYXNz', 'x-api-key': 'k1' }, 'k1'],
+  ['X-API-Key beside a Digest header', { authorization: 'Digest username="u"', 'x-api-key': 'k1' }, 'k1'],
   ['nothing without headers', {}, undefined],
   ['nothing from an empty X-API-Key', { 'x-api-key': '' }, undefined],
   ['nothing from a cookie', { cookie: 'api_key=k1' }, undefined],
@@ -38,7 +40,7 @@ test('authenticate returns the key id for a valid key', () => {
 for (const [name, headers, reason] of [
   ['no credential', {}, 'missing'],
   ['a wrong key', { authorization: 'wrong' }, 'invalid'],
-  ['a Basic credential', { authorization: 'Basic bGl2ZS1rZXk=' }, 'invalid'],
+  ['a Basic credential (another scheme: no credential of keygate\'s)', { authorization: 'Basic bGl2ZS1rZXk=' }, 'missing'],
 ] as const) {
   test(`authenticate refuses ${name} as ${reason}`, () => {
     assert.deepEqual(authenticate(keys, request(headers)), { ok: false, reason })
