@@ -179,6 +179,26 @@ test('a frozen Redis (SIGSTOP) delays requests by at most REDIS_TIMEOUT_MS, then
   assert.ok(logLines(a.child).some((line) => line.msg === 'limits store unreachable' && /no answer within 200 ms/.test(String(line.reason))))
 })
 
+for (const mode of ['closed', 'local'] as const) {
+  test(`LIMITS_ON_REDIS_FAILURE=${mode}: a decision keygate gave up on while Redis was frozen never counts once Redis resumes`, SKIP, async (t) => {
+    const redis = await startRedis(t)
+    const { child, url } = await startServerProcess(t, { REDIS_URL: `redis://127.0.0.1:${redis.port}`, API_KEYS_FILE: keysFile(t), LIMITS_ON_REDIS_FAILURE: mode, REDIS_TIMEOUT_MS: '150' })
+    const reachable = () => logLines(child).filter((line) => line.msg === 'limits store reachable').length
+    await waitFor('Redis to be reachable', () => (reachable() === 1 ? true : undefined))
+    // One request first, so that Redis knows the script: a frozen EVALSHA of an unknown script would count nothing anyway.
+    assert.equal((await fresh(url, LIMITED_KEY)).status, 200)
+    redis.freeze()
+    // The first waits for its deadline (its script is in Redis's socket by then); the next are decided without Redis.
+    const whileFrozen = [(await fresh(url, LIMITED_KEY)).status]
+    assert.deepEqual(whileFrozen, [mode === 'closed' ? 503 : 200])
+    redis.thaw()
+    await waitFor('Redis to be reachable again', () => (reachable() === 2 ? true : undefined))
+    // Burst 3, one used: the request Redis ran after keygate gave up on it must not have taken another.
+    const after = [await fresh(url, LIMITED_KEY), await fresh(url, LIMITED_KEY), await fresh(url, LIMITED_KEY)]
+    assert.deepEqual(after.map((answer) => answer.status), [200, 200, 429])
+  })
+}
+
 test('keygate starts with Redis down (a warning) and uses it once it is up; a bad REDIS_URL is exit 1 without the password', SKIP, async (t) => {
   const redis = await startRedis(t)
   await redis.kill()

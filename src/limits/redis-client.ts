@@ -33,6 +33,12 @@ export interface RedisClient {
   send(args: readonly (string | number)[]): Promise<Reply>
   /** Runs a script by `EVALSHA`, and by `EVAL` when this Redis does not have it (after a restart or `SCRIPT FLUSH`). */
   runScript(script: Script, key: string, args: readonly (string | number)[]): Promise<Reply>
+  /**
+   * The time on Redis's clock (microseconds) after which a command sent now must not act: its
+   * deadline, less the time its answer needs to come back. A counting script that runs later
+   * (Redis was frozen while keygate gave up on it) checks this and counts nothing.
+   */
+  deadlineUs(): number
   /** Resolves once up, or with false after `ms`. */
   whenUp(ms: number): Promise<boolean>
   close(): void
@@ -76,6 +82,10 @@ class Connection implements RedisClient {
   private corked = false
   private waiters: Array<() => void> = []
   private lastReason = ''
+  // Redis's clock less this process's (microseconds), and the round trip, both measured at connect.
+  private clockOffsetUs = 0
+  private roundTripMs = 0
+  private greetedAt = 0
 
   constructor(private readonly options: RedisClientOptions) {
     this.connect()
@@ -92,6 +102,12 @@ class Connection implements RedisClient {
       if (error instanceof RedisReplyError && error.code === 'NOSCRIPT') return this.send(['EVAL', script.source, 1, key, ...args])
       throw error
     })
+  }
+
+  deadlineUs(): number {
+    const { timeoutMs } = this.options
+    const localMs = Date.now() + Math.max(timeoutMs / 2, timeoutMs - this.roundTripMs)
+    return Math.floor(localMs * 1000 + this.clockOffsetUs)
   }
 
   whenUp(ms: number): Promise<boolean> {
@@ -127,11 +143,14 @@ class Connection implements RedisClient {
     socket.on('close', () => this.fail('connection closed'))
     // Connecting has the same deadline as a command (a frozen Redis is accepted by the kernel, then
     // says nothing): the PING that ends the greeting is queued now, and its answer means up.
-    this.pending.push({ resolve: () => this.becomeUp(), reject: () => undefined, deadline: Date.now() + this.options.timeoutMs })
+    this.pending.push({ resolve: (reply) => this.becomeUp(reply), reject: () => undefined, deadline: Date.now() + this.options.timeoutMs })
     this.armTimer()
   }
 
-  /** The connect commands, before anything of a caller's: AUTH, SELECT, then SUBSCRIBE for a subscriber. */
+  /**
+   * The connect commands, before anything of a caller's: AUTH, SELECT, then SUBSCRIBE for a
+   * subscriber (which then ends with PING), or TIME, whose answer sets the clock offset.
+   */
   private greet(): void {
     const { user, password, db, subscribe } = this.options
     const commands: (string | number)[][] = []
@@ -139,7 +158,18 @@ class Connection implements RedisClient {
     if (db !== 0) commands.push(['SELECT', db])
     if (subscribe !== undefined) commands.push(['SUBSCRIBE', subscribe.channel])
     this.handshake = commands.length
-    this.socket?.write([...commands, ['PING']].map(encodeCommand).join(''))
+    this.greetedAt = Date.now()
+    this.socket?.write([...commands, [subscribe === undefined ? 'TIME' : 'PING']].map(encodeCommand).join(''))
+  }
+
+  /** Redis's clock from a TIME answer, against the middle of the round trip that fetched it. */
+  private learnClock(reply: Reply): void {
+    if (!Array.isArray(reply) || reply.length !== 2) return
+    const redisUs = Number(reply[0]) * 1_000_000 + Number(reply[1])
+    const now = Date.now()
+    if (!Number.isFinite(redisUs)) return
+    this.roundTripMs = now - this.greetedAt
+    this.clockOffsetUs = redisUs - ((this.greetedAt + now) / 2) * 1000
   }
 
   private onReply(reply: Reply): void {
@@ -164,7 +194,8 @@ class Connection implements RedisClient {
     if (reply instanceof RedisReplyError) this.fail(`refused: ${reply.message}`)
   }
 
-  private becomeUp(): void {
+  private becomeUp(reply: Reply): void {
+    this.learnClock(reply)
     this.up = true
     this.attempts = 0
     this.options.onStateChange?.(true, 'connected')

@@ -7,7 +7,7 @@
  * While Redis is away, `onFailure` decides: `local` counts in this process, `open` enforces
  * nothing, `closed` answers 503.
  */
-import { createRedisClient, defineScript, type RedisClient } from './redis-client.js'
+import { createRedisClient, defineScript, RedisUnavailableError, type RedisClient } from './redis-client.js'
 import type { RedisAddress, RedisFailureMode } from './redis-url.js'
 import { createMemoryRateLimitStore, decisionAt, GCRA_EPSILON_MS, RATE_UNAVAILABLE, type RateDecision, type RateLimit, type RateLimitStore } from './rate-limit.js'
 import { createSharedThrottle, type FailureVerdict } from './shared-throttle.js'
@@ -37,8 +37,14 @@ export interface RedisLimits {
   close(): void
 }
 
-// KEYS[1] the client's counter; ARGV: limit, window (ms), channel, client.
+// Every counting script first checks its deadline (ARGV's last, microseconds of the server's
+// clock): one that runs after keygate gave up on it (Redis was frozen) counts nothing.
+const TOO_LATE = -1
+
+// KEYS[1] the client's counter; ARGV: limit, window (ms), channel, client, deadline.
 const FAIL = defineScript(`
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[5]) then return {${TOO_LATE}, 0} end
 local n = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
@@ -51,11 +57,12 @@ end
 return {n, ttl}
 `)
 
-// KEYS[1] the key's TAT (microseconds of the server's clock); ARGV: interval (us), burst, epsilon (us).
+// KEYS[1] the key's TAT (microseconds of the server's clock); ARGV: interval (us), burst, epsilon (us), deadline.
 // Returns {allowed, how far the TAT was ahead of now (us)}.
 const GCRA = defineScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if now > tonumber(ARGV[4]) then return {${TOO_LATE}, 0} end
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tat < now then tat = now end
@@ -113,7 +120,7 @@ function redisThrottle(
 ): LearningThrottle {
   const local = createThrottle({ limit, windowMs, maxClients })
   const shared = createSharedThrottle(maxClients, async (address): Promise<FailureVerdict> => {
-    const [n, ttl] = numbers(await client.runScript(FAIL, `${prefix}fail:${address}`, [limit, windowMs, `${prefix}blocked`, address]))
+    const [n, ttl] = numbers(await client.runScript(FAIL, `${prefix}fail:${address}`, [limit, windowMs, `${prefix}blocked`, address, client.deadlineUs()]))
     return { alreadyBlocked: n > limit, blockedForMs: n >= limit ? ttl : 0 }
   })
   const whileAway = (address: string, nowMs: number, ask: 'check' | 'count'): number => {
@@ -152,7 +159,7 @@ function redisRateLimits(client: RedisClient, prefix: string, onFailure: RedisFa
       if (!client.up) return whileAway(stateKey, limit, nowMs)
       const key = `${prefix}rate:${stateKey.replace('\n', ' ')}`
       return client
-        .runScript(GCRA, key, [limit.intervalMs * 1000, limit.burst, GCRA_EPSILON_MS * 1000])
+        .runScript(GCRA, key, [limit.intervalMs * 1000, limit.burst, GCRA_EPSILON_MS * 1000, client.deadlineUs()])
         .then((reply) => {
           const [allowed, aheadUs] = numbers(reply)
           return decisionAt(aheadUs / 1000, limit, allowed === 1)
@@ -167,5 +174,6 @@ function redisRateLimits(client: RedisClient, prefix: string, onFailure: RedisFa
 
 function numbers(reply: Reply): [number, number] {
   if (!Array.isArray(reply) || typeof reply[0] !== 'number' || typeof reply[1] !== 'number') throw new TypeError('unexpected script reply')
+  if (reply[0] === TOO_LATE) throw new RedisUnavailableError('the script ran after its deadline')
   return [reply[0], reply[1]]
 }
