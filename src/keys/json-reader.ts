@@ -272,11 +272,15 @@ export class Reader {
     return true
   }
 
-  /** The length of the JSON number at the read position, 0 when there is none: -?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)? */
+  /**
+   * The length of the JSON number at the read position, 0 when there is none:
+   * -?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?. Read to its last digit however long it is and
+   * wherever the window ends: the position of a number in the file never changes the verdict.
+   */
   private numberLength(): number {
-    this.ensure(400) // longer numbers than this are not worth a keys file; they are cut (and refused) there
-    let i = this.pos
-    const at = (k: number) => (k < this.end ? (this.buf[k] as number) : -1)
+    // Offsets from the read position: a refill moves the bytes, never their distance from it.
+    const at = (k: number) => (this.pos + k < this.end || this.ensure(k + 1) ? (this.buf[this.pos + k] as number) : -1)
+    let i = 0
     if (at(i) === 0x2d) i++
     if (at(i) === 0x30) i++
     else if (isDigit(at(i))) while (isDigit(at(i))) i++
@@ -291,7 +295,7 @@ export class Reader {
       if (!isDigit(at(i))) return 0
       while (isDigit(at(i))) i++
     }
-    return i - this.pos
+    return i
   }
 
   /** Makes `count` bytes from the read position available; false when the document ends first. */

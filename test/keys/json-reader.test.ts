@@ -76,6 +76,18 @@ test('a string longer than the reading window is read whole', () => {
   assert.deepEqual(read(JSON.stringify({ keys: [{ id: 'a', key: long }] }), bytesSource), { keys: [{ id: 'a', key: long }] })
 })
 
+test('a long number reads the same wherever the reading window ends (its position never changes the verdict)', () => {
+  const long = `1${'0'.repeat(600)}.5e-600`
+  for (const shift of [0, 100, 300, 450, 599, 700, 1000]) {
+    // Padding puts the number's start `shift` bytes before the end of the first 1 MiB window.
+    const head = '{"keys":[],"pad":"'
+    const pad = 'p'.repeat((1 << 20) - shift - head.length - '","n":'.length)
+    const text = `${head}${pad}","n":${long}}`
+    assert.equal(text.indexOf(long), (1 << 20) - shift)
+    assert.deepEqual(read(text, bytesSource), JSON.parse(text), `number starting ${shift} bytes before the window's end`)
+  }
+})
+
 const FAULTS: Array<[string, number, number, RegExp]> = [
   ['{"keys": [\n  {"id": "a", "key": "kg_secretvalue"},\n]}', 2, 39, /trailing comma before "\]"/],
   ['{"keys": [\n  {"id": "a" "key": "kg_secretvalue"}\n]}', 2, 14, /expected "," or "}"/],
