@@ -150,10 +150,11 @@ for (const [name, start, skip] of [['nginx', startNginx, NGINX], ['Caddy', start
 
     await t.test('a public path passes without a key, and the upstream gets no key id, not even a forged one', async () => {
       seen.length = 0
-      const res = await get(`${proxy}/status`, { 'x-keygate-key-id': 'forged' })
+      const res = await get(`${proxy}/status`, { 'x-keygate-key-id': 'forged', 'x_keygate_key_id': 'forged' })
       assert.equal(res.status, 200)
       assert.equal(seen.length, 1)
       assert.equal(seen[0]?.['x-keygate-key-id'], undefined)
+      assert.deepEqual(Object.keys(seen[0] ?? {}).filter((name) => name.includes('_')), [], 'no underscore spelling either (CGI-style services read it as the key id)')
       assert.equal((await get(`${proxy}/status/more`)).status, 401)
     })
 

@@ -88,6 +88,14 @@ test('header names with an underscore never reach the service (CGI-style servers
   assert.equal(upstream.header('x-fine'), 'yes')
 })
 
+test('headers that name another request (path overrides, forward-auth families) never reach the service', async (t) => {
+  const { upstream, url } = await gate(t)
+  const names = ['X-Original-URL', 'X-Rewrite-URL', 'X-Original-URI', 'X-Original-Method', 'X-Forwarded-Uri', 'X-Forwarded-Method']
+  const res = await fetch(`${url}/status`, { headers: Object.fromEntries(names.map((name) => [name, name.endsWith('Method') ? 'DELETE' : '/admin/users/1'])) })
+  assert.equal(res.status, 200)
+  for (const name of names) assert.equal(upstream.header(name.toLowerCase()), undefined, name)
+})
+
 test('a method-override header naming another method is 400; one naming the same method passes', async (t) => {
   const { upstream, url } = await gate(t)
   for (const name of ['X-HTTP-Method-Override', 'X-HTTP-Method', 'X-Method-Override']) {

@@ -12,6 +12,9 @@ import { METHOD_OVERRIDE_HEADERS } from './original-request.js'
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
 // keygate sets these itself; a client's own would lie to the service.
 const REPLACED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect', 'content-length'])
+// Headers that name another request than the one keygate checked: path overrides some frameworks
+// honour (Symfony and IIS read X-Original-URL, X-Rewrite-URL) and the forward-auth families.
+const OTHER_REQUEST = new Set(['x-original-url', 'x-rewrite-url', 'x-original-uri', 'x-original-method', 'x-forwarded-uri', 'x-forwarded-method'])
 // A `Connection` header may not make these hop-by-hop: the framing and the target are not the client's to drop.
 const NEVER_NAMED = new Set(['content-length', 'transfer-encoding', 'host'])
 const METHOD_OVERRIDES = new Set<string>(METHOD_OVERRIDE_HEADERS)
@@ -40,7 +43,7 @@ function classOf(name: string): number {
   found =
     (HOP_BY_HOP.has(lower) ? HOP : 0) |
     // A name with `_` reaches CGI-style services as its `-` spelling (`X_Keygate_Key_Id`): nginx drops them too.
-    (REPLACED.has(lower) || lower.startsWith('x-keygate-') || lower === 'x-api-key' || lower.includes('_') ? NOT_TO_SERVICE : 0) |
+    (REPLACED.has(lower) || OTHER_REQUEST.has(lower) || lower.startsWith('x-keygate-') || lower === 'x-api-key' || lower.includes('_') ? NOT_TO_SERVICE : 0) |
     (lower === 'authorization' ? AUTHORIZATION : 0) |
     (lower === 'x-forwarded-for' ? FORWARDED_FOR : 0) |
     (lower === 'x-request-id' ? REQUEST_ID : 0) |
