@@ -110,6 +110,7 @@ function cases(keysFile: string, policyFiles: { rules: string; limited: string }
       { name: 'baseline build GET /data, authorized', server: { keygate: silent }, headers: auth, script: baseline },
       { name: 'baseline build WORKERS=2', server: { keygate: { ...silent, WORKERS: '2' } }, headers: auth, script: baseline },
       { name: 'baseline build rate-limited key', server: { keygate: limited }, headers: auth, script: baseline },
+      { name: 'baseline build proxy mode before the service', server: { keygate: { ...silent, UPSTREAM_URL: services.upstreamUrl } }, headers: auth, script: baseline },
     ]),
   ]
 }
@@ -371,6 +372,7 @@ const COMPARISONS: Comparison[] = [
   { name: 'GET /data authorized / baseline build', of: 'keygate GET /data, authorized', against: 'baseline build GET /data, authorized', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'rate-limited key / baseline build', of: 'keygate rate-limited key (never refused)', against: 'baseline build rate-limited key', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'WORKERS=2 / baseline build WORKERS=2', of: 'keygate WORKERS=2', against: 'baseline build WORKERS=2', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
+  { name: 'keygate proxy / baseline build proxy', of: 'keygate proxy mode before the service', against: 'baseline build proxy mode before the service', measure: 'rps', target: '>= 0.95', passes: (v) => v >= 0.95 },
   { name: 'keygate proxy / pipe proxy (no checks)', of: 'keygate proxy mode before the service', against: 'pipe proxy (no checks) before the service', measure: 'rps', target: '>= 0.90', passes: (v) => v >= 0.9 },
   { name: 'keygate proxy / nginx auth_request to keygate', of: 'keygate proxy mode before the service', against: 'nginx auth_request to keygate, before the service', measure: 'rps', target: '> 1 (ahead)', passes: (v) => v > 1 },
   { name: 'keygate proxy / nginx proxy_pass (no checks)', of: 'keygate proxy mode before the service', against: 'nginx proxy_pass before the service', measure: 'rps', target: 'report', passes: () => true },
