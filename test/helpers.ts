@@ -65,6 +65,8 @@ export async function rawRequest(url: string, bytes: string | Buffer, deadlineMs
   return Buffer.concat(chunks).toString('latin1')
 }
 
+const mutantOf = (env: NodeJS.ProcessEnv) => (env.__STRYKER_ACTIVE_MUTANT__ === undefined ? {} : { __STRYKER_ACTIVE_MUTANT__: env.__STRYKER_ACTIVE_MUTANT__ })
+
 export interface Child {
   process: ChildProcess
   stdout: () => string
@@ -76,7 +78,8 @@ export interface Child {
 /** Runs `node dist/server.js` (or `script`) with `env`; killed by PID after the test if still running. */
 export function runNode(t: TestContext, env: Record<string, string>, script = SERVER_JS, cwd?: string, args: string[] = []): Child {
   const child = spawn(process.execPath, [script, ...args], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    // A mutation run (npm run mutation) names its active mutant in the environment: the child must see it too.
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...mutantOf(process.env), ...env },
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
