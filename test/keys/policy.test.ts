@@ -16,6 +16,8 @@ for (const [method, path, expected] of [
   ['GET', '/v1/invoices/', true],
   ['GET', '/v1/invoices/2026/12', true],
   ['HEAD', '/v1/invoices/7', true],
+  ['HEAD', '/v1/invoices', true],
+  ['HEAD', '/v1/admin', false], // GET allows HEAD; a rule without GET does not
   ['POST', '/v1/invoices/7', false],
   ['POST', '/v1/invoices', true],
   ['POST', '/v1/invoices/', false],
@@ -55,6 +57,11 @@ for (const [rule, message] of [
   ['GET /v1%2Fadmin', /canonical: no escapes/],
   ['GET /v1//admin', /canonical: no empty segment/],
   ['GET /v1;x', /canonical: no escapes/],
+  ['GET /v1/./admin', /canonical: no "\." or "\.\." segment/],
+  ['GETx /v1', /methods must be/],
+  ['xGET /v1', /methods must be/],
+  ['GET,get /v1', /methods must be/],
+  [`GET /${Array(33).fill('a').join('/')}`, /at most 32 segments/],
 ] as const) {
   test(`policy: the rule ${JSON.stringify(rule)} is refused, naming its index`, () => {
     assert.throws(() => compilePolicy(['GET /ok', rule]), (error: unknown) => error instanceof TypeError && error.message.startsWith('allow[1]: ') && message.test(error.message))
@@ -68,4 +75,41 @@ test('policy: a key with 50 rules is checked by one walk down the path, whatever
   assert.equal(allows(many, 'GET', '/v1/service-49/abc/items/1/2'), true)
   assert.equal(allows(many, 'GET', '/v1/service-50/abc/items/1'), false)
   assert.equal(allows(many, 'POST', '/v1/service-3/abc/items'), false)
+})
+
+test('policy: allow must be an array, and each rule a string, with messages that say so', () => {
+  assert.throws(() => compilePolicy('GET /v1' as never), (error: unknown) => error instanceof TypeError && /^allow must be an array of rules/.test(error.message))
+  assert.throws(() => compilePolicy(['GET /ok', 42 as never]), (error: unknown) => error instanceof TypeError && error.message === 'allow[1]: a rule must be a string such as "GET /v1/**"')
+})
+
+test('policy: a rule may end in "/" (and be just "/"), which matches only that spelling', () => {
+  const slashed = compilePolicy(['GET /', 'GET /v1/reports/'])
+  assert.equal(allows(slashed, 'GET', '/'), true)
+  assert.equal(allows(slashed, 'GET', '/v1/reports/'), true)
+  assert.equal(allows(slashed, 'GET', '/v1/reports'), false)
+})
+
+test('policy: a path of 32 segments is the most a rule may have', () => {
+  const deep = Array(32).fill('a').join('/')
+  assert.equal(allows(compilePolicy([`GET /${deep}`]), 'GET', `/${deep}`), true)
+  assert.throws(() => compilePolicy([`GET /${deep}/a`]), (error: unknown) => error instanceof TypeError && error.message === 'allow[0]: a path has at most 32 segments')
+})
+
+for (const [name, rules, allowed, refused] of [
+  ['two rules on one path add their methods', ['GET /x', 'POST /x'], ['GET', 'HEAD', 'POST'], ['DELETE', 'PUT']],
+  ['"*" after a method list allows every method', ['GET /x', '* /x'], ['GET', 'DELETE', 'PATCH'], []],
+  ['a method list after "*" still allows every method', ['* /x', 'GET /x'], ['GET', 'DELETE', 'PATCH'], []],
+  ['two "**" rules on one prefix add their methods', ['GET /x/**', 'POST /x/**'], ['GET', 'POST'], ['DELETE']],
+] as const) {
+  test(`policy: ${name}`, () => {
+    const merged = compilePolicy(rules)
+    for (const method of allowed) assert.equal(allows(merged, method, rules[0].endsWith('**') ? '/x/y' : '/x'), true, method)
+    for (const method of refused) assert.equal(allows(merged, method, rules[0].endsWith('**') ? '/x/y' : '/x'), false, method)
+  })
+}
+
+test('policy: merging rules never changes the rules compiled before (each key gets its own sets)', () => {
+  const first = compilePolicy(['GET /x'])
+  compilePolicy(['GET /x', 'DELETE /x'])
+  assert.equal(allows(first, 'DELETE', '/x'), false)
 })
