@@ -10,6 +10,11 @@ for (const [raw, path] of [
   ['/caf%C3%A9', '/café'],
   ['/a%25b', '/a%b'],
   ['/a-b_c~d', '/a-b_c~d'],
+  // Every hex digit at the edges of its range, in both cases; 0x20 is the first escape kept.
+  ['/a%20b', '/a b'],
+  ['/%30%39%3a%40', '/09:@'],
+  ['/%41%46%4a%4F', '/AFJO'],
+  ['/%61%66%4f%4A', '/afOJ'],
 ] as const) {
   test(`canonical: ${raw} is ${path}`, () => {
     const result = canonicalPath(raw)
@@ -47,6 +52,18 @@ for (const [raw, refusal] of [
   ['/v1/%4', 'bad escape'],
   ['/v1/%zz', 'bad escape'],
   ['/v1/%C3', 'bad escape'],
+  ['/v1/%G1', 'bad escape'],
+  ['/v1/%1G', 'bad escape'],
+  ['/v1/%.0', 'bad escape'],
+  ['/v1/%/0', 'bad escape'], // the characters just outside each range of hex digits
+  ['/v1/%:0', 'bad escape'],
+  ['/v1/%@0', 'bad escape'],
+  ['/v1/%`0', 'bad escape'],
+  ['/v1/%g0', 'bad escape'],
+  ['/v1/%0g', 'bad escape'],
+  ['/v1/\u007f', 'forbidden character'],
+  ['/v1#x', 'forbidden character'],
+  ['/v1/%1F', 'forbidden escape'],
 ] as const) {
   test(`canonical: ${JSON.stringify(raw)} is refused (${refusal})`, () => {
     assert.deepEqual(canonicalPath(raw), { ok: false, refusal })

@@ -27,6 +27,8 @@ for (const [name, headers, expected] of [
   ['nothing without headers', {}, undefined],
   ['nothing from an empty X-API-Key', { 'x-api-key': '' }, undefined],
   ['nothing from a cookie', { cookie: 'api_key=k1' }, undefined],
+  ['nothing from an X-API-Key that is not a string', { 'x-api-key': ['k1', 'k2'] as unknown as string }, undefined],
+  ['X-API-Key when Authorization is not a string', { authorization: ['k1'] as unknown as string, 'x-api-key': 'k2' }, 'k2'],
 ] as const) {
   test(`extractCredential reads ${name}`, () => {
     assert.equal(extractCredential(headers), expected)
@@ -56,4 +58,23 @@ test('authenticate checks expiry against the clock it is given', () => {
   const req = request({ authorization: 'dated-key' })
   assert.equal(authenticate(dated, req, Date.UTC(2029, 11, 31)).ok, true)
   assert.deepEqual(authenticate(dated, req, Date.UTC(2030, 0, 1)), { ok: false, reason: 'expired', keyId: 'd' })
+})
+
+test('authenticate hands over the key\'s policy and rate limit, each when the key has only that one', () => {
+  const policed = createKeyStore([
+    { id: 'scoped', key: 'scoped-key', allow: ['GET /x'] },
+    { id: 'limited', key: 'limited-key', rateLimit: { limit: 1, windowS: 1 } },
+  ])
+  const scoped = authenticate(policed, request({ authorization: 'scoped-key' }))
+  assert.equal(scoped.ok && scoped.policy?.allows('GET', ['x']), true)
+  assert.equal(scoped.ok && scoped.rateLimit, undefined)
+  const limited = authenticate(policed, request({ authorization: 'limited-key' }))
+  assert.equal(limited.ok && limited.rateLimit?.limit, 1)
+  assert.equal(limited.ok && limited.policy, undefined)
+})
+
+test('authenticate answers missing, never throws, for a request without headers', () => {
+  assert.deepEqual(authenticate(keys, undefined as unknown as IncomingMessage), { ok: false, reason: 'missing' })
+  assert.deepEqual(authenticate(keys, { headers: null } as unknown as IncomingMessage), { ok: false, reason: 'missing' })
+  assert.deepEqual(authenticate(keys, {} as IncomingMessage), { ok: false, reason: 'missing' })
 })
