@@ -15,8 +15,9 @@ const REPLACED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-h
 // Headers that name another request than the one keygate checked: path overrides some frameworks
 // honour (Symfony and IIS read X-Original-URL, X-Rewrite-URL) and the forward-auth families.
 const OTHER_REQUEST = new Set(['x-original-url', 'x-rewrite-url', 'x-original-uri', 'x-original-method', 'x-forwarded-uri', 'x-forwarded-method'])
-// A `Connection` header may not make these hop-by-hop: the framing and the target are not the client's to drop.
-const NEVER_NAMED = new Set(['content-length', 'transfer-encoding', 'host'])
+// A `Connection` header may not make these hop-by-hop: the framing and the target are not the
+// client's to drop (Transfer-Encoding is hop-by-hop anyway, and keygate writes its own).
+const NEVER_NAMED = new Set(['content-length', 'host'])
 const METHOD_OVERRIDES = new Set<string>(METHOD_OVERRIDE_HEADERS)
 
 // What a header name is to the proxy, by bits: a name is classified once, not lower-cased per request.

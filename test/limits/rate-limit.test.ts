@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { compileRateLimit, createKeyStore, createLogger, createMemoryRateLimitStore, type RateLimitStore } from '../../dist/index.js'
 import { startKeygate } from '../helpers.js'
+import { RATE_UNAVAILABLE, rateLimitFor } from '../../dist/limits/rate-limit.js'
 
 test('GCRA: a burst at once, then one request per interval; refused requests do not count', () => {
   const limit = compileRateLimit({ limit: 10, windowS: 1, burst: 3 }, 'k') // one request every 100 ms, 3 at once
@@ -80,4 +81,53 @@ test('a store that answers later (as one in another process does) gives the same
   log.flush()
   const access = lines.join('').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>)
   assert.deepEqual(access.map((line) => [line.status, line.reason ?? null]), [[204, null], [204, null], [429, 'rate_limited']])
+})
+
+test('RATE_UNAVAILABLE refuses: no store, no decision, never an allowed request', () => {
+  assert.deepEqual({ ...RATE_UNAVAILABLE }, { allowed: false, remaining: 0, resetS: 0, retryAfterS: 1, unavailable: true })
+})
+
+test('a rate limit that is not an object, or has an unknown field, is refused with a message that says what it must be', () => {
+  for (const bad of [null, 'x', [], 5, [{ limit: 1, windowS: 1 }]]) {
+    assert.throws(() => compileRateLimit(bad as never, 'k'), (error: unknown) => error instanceof TypeError && /^rateLimit must be an object \{ "limit": L, "windowS": W, "burst": B \} or null$/.test(error.message), JSON.stringify(bad))
+  }
+  assert.throws(() => compileRateLimit({ limit: 1, windowS: 1, extra: 1 } as never, 'k'), /^TypeError: rateLimit: unknown field \(allowed: limit, windowS, burst\)$/)
+})
+
+test('a rate limit\'s numbers are positive integers up to a billion', () => {
+  assert.equal(compileRateLimit({ limit: 1_000_000_000, windowS: 1 }, 'k').limit, 1_000_000_000)
+  for (const field of ['limit', 'windowS', 'burst'] as const) {
+    const spec = { limit: 1, windowS: 1, burst: 1, [field]: 1_000_000_001 }
+    assert.throws(() => compileRateLimit(spec, 'k'), (error: unknown) => error instanceof TypeError && error.message.startsWith(`rateLimit.${field} must be a positive integer`), field)
+  }
+})
+
+test('keys sharing one compiled limit (defaults) each get a counter of their own', () => {
+  const shared = compileRateLimit({ limit: 1, windowS: 60, burst: 1 }, '')
+  const a = rateLimitFor(shared, 'a')
+  const b = rateLimitFor(shared, 'b')
+  assert.notEqual(a.stateKey, b.stateKey)
+  assert.deepEqual([a.limit, a.windowS, a.burst, a.intervalMs, a.policyHeader], [1, 60, 1, 60_000, '"key";q=1;w=60'])
+  const store = createMemoryRateLimitStore()
+  assert.equal(store.take(a.stateKey, a, 0).allowed, true)
+  assert.equal(store.take(a.stateKey, a, 0).allowed, false)
+  assert.equal(store.take(b.stateKey, b, 0).allowed, true, 'a\'s burst is a\'s alone')
+  assert.equal(store.size, 2)
+})
+
+test('the memory store forgets passed states past 10,000 keys, and never a live one', () => {
+  const limit = compileRateLimit({ limit: 1, windowS: 60, burst: 1 }, 'k') // a TAT one minute ahead per request
+  const store = createMemoryRateLimitStore()
+  assert.equal(store.take('exhausted', limit, 0).allowed, true)
+  assert.equal(store.take('exhausted', limit, 0).allowed, false)
+  // 10,000 other keys at t=1 ms: live (their TATs a minute ahead) until t=60,001 ms.
+  for (let i = 0; i < 10_000; i++) store.take(`other-${i}`, limit, 1)
+  assert.equal(store.size, 10_001, 'every live state is kept up to the bound')
+  store.take('one-more', limit, 2) // past the bound: a sweep, but nothing has passed yet
+  assert.equal(store.size, 10_002)
+  assert.equal(store.take('exhausted', limit, 3).allowed, false, 'a sweep never frees a live key')
+  // Two minutes on, every state has passed: the next sweep drops them all but the newest.
+  for (let i = 0; i < 20_002; i++) store.take(`late-${i}`, limit, 120_000 + i)
+  assert.ok(store.size < 30_000, `the passed states were swept: ${store.size} held`)
+  assert.ok(store.size >= 10_000, `live states are not swept below the bound: ${store.size} held`)
 })
