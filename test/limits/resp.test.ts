@@ -59,3 +59,32 @@ test('reset drops a partial reply', () => {
   parser.push(Buffer.from(':7\r\n'))
   assert.deepEqual(replies, [7])
 })
+
+test('the protocol errors say what was wrong, and the error classes have their names', () => {
+  for (const [bad, message] of [
+    ['?what\r\n', /^unexpected reply type byte 63$/],
+    [':12a\r\n', /^a length or integer that is not a number$/],
+    [':x12\r\n', /^a length or integer that is not a number$/],
+    ['$-2\r\n', /^a bulk string of -2 bytes$/],
+    ['$3\r\nabcd\r\n', /^a bulk string not ended by CRLF$/],
+    ['*-5\r\n', /^an array of -5 elements$/],
+    ['*65537\r\n', /^an array of 65537 elements$/],
+  ] as const) {
+    assert.throws(() => parseAll([bad]), (error: unknown) => error instanceof RespProtocolError && error.name === 'RespProtocolError' && message.test(error.message), JSON.stringify(bad))
+  }
+  const [reply] = parseAll(['-ERR no\r\n'])
+  assert.equal((reply as RedisReplyError).name, 'RedisReplyError')
+})
+
+test('the bounds hold at their edges: 64 KiB lines, 1 MiB bulk strings, 65,536 elements, 8 levels of nesting', () => {
+  assert.deepEqual(parseAll([`+${'a'.repeat(64 * 1024 - 1)}`]), [], 'a line of 64 KiB is still waited on')
+  assert.throws(() => parseAll([`+${'a'.repeat(64 * 1024 + 1)}`]), (error: unknown) => error instanceof RespProtocolError && /longer than 64 KiB/.test(error.message))
+  // A whole reply, then 40 KiB of the next line: the bound is on the line, not the buffer.
+  assert.deepEqual(parseAll([`+${'a'.repeat(40 * 1024)}\r\n+${'b'.repeat(40 * 1024)}`]).length, 1)
+  const mib = 1024 * 1024
+  assert.equal((parseAll([`$${mib}\r\n${'x'.repeat(mib)}\r\n`])[0] as string).length, mib)
+  assert.throws(() => parseAll([`$${mib + 1}\r\n`]), RespProtocolError)
+  assert.deepEqual(parseAll(['*65536\r\n:1\r\n']), [], 'the longest array is waited on')
+  assert.deepEqual(parseAll(['*1\r\n'.repeat(8) + ':1\r\n']), [[[[[[[[[1]]]]]]]]]) // the list of replies, holding 8 nested arrays
+  assert.throws(() => parseAll(['*1\r\n'.repeat(9) + ':1\r\n']), (error: unknown) => error instanceof RespProtocolError && /nested too deep/.test(error.message))
+})

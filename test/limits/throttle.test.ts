@@ -4,7 +4,9 @@ import assert from 'node:assert/strict'
 import type { IncomingMessage } from 'node:http'
 import { test } from 'node:test'
 import { clientAddressOf } from '../../dist/http/client.js'
-import { createThrottle, throttleKeyOf } from '../../dist/limits/throttle.js'
+import { createThrottle, THROTTLE_UNAVAILABLE, throttleKeyOf } from '../../dist/limits/throttle.js'
+import { createKeyStore } from '../../dist/keys/store.js'
+import { startKeygate } from '../helpers.js'
 
 const T0 = 1_000_000
 
@@ -62,6 +64,15 @@ for (const [address, key] of [
   ['::1', '0:0:0:0::/64'],
   ['fe80::1%eth0', 'fe80:0:0:0::/64'],
   ['64:ff9b::192.0.2.1', '64:ff9b:0:0::/64'],
+  ['::ffff:c000:201', '0:0:0:0::/64'], // IPv4-mapped in hex: an IPv6 spelling, counted by its /64
+  ['::1:2:3:4:5:6', '0:0:1:2::/64'],
+  ['1:2:3:4:5:6:7:8', '1:2:3:4::/64'],
+  // Not IPv6 addresses: counted as they are.
+  ['1::2::3', '1::2::3'],
+  ['1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7:8:9'],
+  ['1:2:3', '1:2:3'],
+  ['2001:zzzz::1', '2001:zzzz::1'],
+  ['2001:12345::1', '2001:12345::1'],
 ] as const) {
   test(`throttleKeyOf counts ${address} as ${key}`, () => {
     assert.equal(throttleKeyOf(address), key)
@@ -127,4 +138,32 @@ test('recordFailure answers 0 while counting, and the wait once the client is bl
   assert.equal(throttle.recordFailure('a', T0 + 1_000), 9, 'already blocked: 429 with the wait')
   assert.equal(throttle.blockedForMs('a', T0 + 1_000), 9_000, 'a blocked attempt does not extend the window')
   assert.equal(throttle.recordFailure('a', T0 + 10_000), 0, 'a new window')
+})
+
+test('a block that has run out answers 0 and is forgotten', () => {
+  const throttle = createThrottle({ limit: 1, windowMs: 1000, maxClients: 10 })
+  throttle.recordFailure('c', T0)
+  assert.equal(throttle.retryAfterS('c', T0 + 999), 1)
+  assert.equal(throttle.retryAfterS('c', T0 + 1001), 0)
+  assert.equal(throttle.size, 0)
+})
+
+test('createThrottle: options must be an object; an undefined option takes its default', () => {
+  for (const bad of [null, 'x']) {
+    assert.throws(() => createThrottle(bad as never), (error: unknown) => error instanceof TypeError && error.message === 'createThrottle: options must be an object')
+  }
+  const throttle = createThrottle({ limit: undefined, windowMs: 1000 })
+  for (let i = 0; i < 19; i++) throttle.recordFailure('c', T0)
+  assert.equal(throttle.retryAfterS('c', T0), 0, 'the default limit of 20 is not reached after 19')
+  throttle.recordFailure('c', T0)
+  assert.equal(throttle.retryAfterS('c', T0), 1)
+})
+
+test('a throttle that cannot decide (a shared store away, failing closed) gets 503, never a 429 to wait out', async (t) => {
+  assert.equal(THROTTLE_UNAVAILABLE, -1)
+  const away = { size: 1, mayRefuse: true, retryAfterS: () => THROTTLE_UNAVAILABLE, recordFailure: () => THROTTLE_UNAVAILABLE }
+  const url = await startKeygate(t, { keys: createKeyStore([{ id: 't', key: 'throttle-key-0123456789' }]), throttle: away })
+  const res = await fetch(`${url}/data`, { headers: { authorization: 'throttle-key-0123456789' } })
+  assert.equal(res.status, 503)
+  assert.equal(res.headers.get('retry-after'), '1')
 })
