@@ -122,3 +122,70 @@ test('the least ACL user the README names is enough for every count and announce
   await waitFor('the announcement to reach the other store', () => (b.throttle!.retryAfterS('192.0.2.9', Date.now()) > 0 ? true : undefined), 2000)
   assert.equal(a.errors, 0)
 })
+
+test('without onFailure a store counts locally while Redis is away (never fails open by default); without throttle it has none', SKIP, async (t) => {
+  const server = await startRedis(t)
+  const store = createRedisLimits({ redis: { host: '127.0.0.1', port: server.port, tls: false, db: 0 }, timeoutMs: 200 })
+  t.after(() => store.close())
+  assert.equal(await store.whenUp(2000), true)
+  assert.equal(store.throttle, undefined)
+  const limit = compileRateLimit({ limit: 1, windowS: 60, burst: 2 }, 'default-mode')
+  await server.kill()
+  await waitFor('the store to notice', async () => (store.up ? undefined : true))
+  const takes = [await store.rateLimits.take(limit.stateKey, limit, Date.now()), await store.rateLimits.take(limit.stateKey, limit, Date.now()), await store.rateLimits.take(limit.stateKey, limit, Date.now())]
+  assert.deepEqual(takes.map((d) => d?.allowed), [true, true, false])
+  assert.equal(store.rateLimits.size, 1, 'the local state is counted')
+})
+
+test('mayRefuse: false while nobody can be refused, true once someone can (up, local while away, open while away)', SKIP, async (t) => {
+  const server = await startRedis(t)
+  const blocking = await limits(t, server, 'local')
+  const fresh = await limits(t, server, 'local', 'elsewhere:') // another prefix: it hears no block of the others
+  const open = await limits(t, server, 'open')
+  assert.equal(blocking.throttle!.mayRefuse, false, 'up, no block')
+  assert.equal(blocking.throttle!.size, 0)
+  assert.equal(await blocking.throttle!.recordFailure('198.51.100.1', Date.now()), 0)
+  assert.equal(blocking.throttle!.retryAfterS('198.51.100.1', Date.now()), 0, 'one failure blocks nobody')
+  await blocking.throttle!.recordFailure('198.51.100.1', Date.now())
+  await blocking.throttle!.recordFailure('198.51.100.1', Date.now())
+  assert.ok(blocking.throttle!.retryAfterS('198.51.100.1', Date.now()) > 0, 'the limit-th failure blocks at once in the store that counted it')
+  assert.equal(blocking.throttle!.mayRefuse, true, 'up, one block')
+  assert.equal(blocking.throttle!.size, 1)
+  await server.kill()
+  await waitFor('the stores to notice', async () => (blocking.up || fresh.up || open.up ? undefined : true))
+  assert.equal(open.throttle!.mayRefuse, false, 'open while away refuses nobody')
+  assert.equal(fresh.throttle!.mayRefuse, false, 'local while away, nothing counted yet')
+  for (let i = 0; i < 5; i++) assert.equal(fresh.throttle!.retryAfterS('203.0.113.5', Date.now()), 0)
+  assert.equal(fresh.throttle!.size, 0, 'checking counts nothing')
+  assert.equal(fresh.throttle!.recordFailure('203.0.113.5', Date.now()), 0)
+  assert.equal(fresh.throttle!.mayRefuse, true, 'local while away, one failure counted in memory')
+  assert.equal(fresh.throttle!.size, 1)
+  assert.equal(blocking.throttle!.size, 1, 'the block learnt while up still counts while away')
+})
+
+test('a command that times out on a frozen Redis: closed gives 503 decisions, local decides in memory, errors count it', SKIP, async (t) => {
+  const server = await startRedis(t)
+  const closed = await limits(t, server, 'closed')
+  const local = await limits(t, server, 'local')
+  const limit = compileRateLimit({ limit: 1, windowS: 60, burst: 2 }, 'frozen')
+  // Once, so that Redis knows the script: a frozen EVALSHA must time out, not come back NOSCRIPT later.
+  await closed.rateLimits.take(limit.stateKey, limit, Date.now())
+  const errorsBefore = closed.errors
+  server.freeze()
+  t.after(() => server.thaw())
+  assert.deepEqual(await closed.rateLimits.take(limit.stateKey, limit, Date.now()), RATE_UNAVAILABLE)
+  assert.ok(closed.errors >= errorsBefore + 1, 'the timed-out command is counted as an error')
+  assert.equal((await local.rateLimits.take(limit.stateKey, limit, Date.now()))?.allowed, true, 'decided in this process')
+  assert.equal(typeof (await local.throttle!.recordFailure('192.0.2.77', Date.now())), 'number')
+})
+
+test('malformed block announcements block nobody and break nothing', SKIP, async (t) => {
+  const server = await startRedis(t)
+  const store = await limits(t, server, 'local', 'ann:')
+  for (const payload of ['x 192.0.2.5', ' 192.0.2.5', '192.0.2.5', '60000']) server.cli('PUBLISH', 'ann:blocked', payload)
+  server.cli('PUBLISH', 'ann:blocked', '60000 192.0.2.6') // a good one last: once it is seen, the others were too
+  await waitFor('the good announcement', () => (store.throttle!.retryAfterS('192.0.2.6', Date.now()) > 0 ? true : undefined))
+  assert.equal(store.throttle!.retryAfterS('192.0.2.5', Date.now()), 0)
+  assert.equal(store.throttle!.retryAfterS('', Date.now()), 0)
+  assert.equal(store.throttle!.size, 1)
+})
