@@ -1,0 +1,95 @@
+/**
+ * The keys file's fast path at the level of bytes: FlatObject.scan and plainStrings, directly.
+ * Through the reader their failures are invisible (the general path takes over and gives the same
+ * result, only slower), so each is checked here field by field against what JSON.parse makes.
+ */
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { FlatObject, isArrayValue, plainStrings } from '../../dist/keys/json-bytes.js'
+
+/** What scan found, as text: the end offset, each field as [name, raw value], the newlines seen. */
+function scan(text: string, end = text.length) {
+  const buf = Buffer.from(text, 'latin1')
+  const flat = new FlatObject()
+  const after = flat.scan(buf, 0, end)
+  if (after === -1) return -1
+  const fields: Array<[string, string]> = []
+  for (let m = 0; m < flat.count * 4; m += 4) {
+    const value = buf.toString('latin1', flat.members[m + 2], flat.members[m + 3])
+    fields.push([buf.toString('latin1', flat.members[m], flat.members[m + 1]), isArrayValue(buf, flat.members, m) ? `array ${value}` : value])
+  }
+  return { after, fields, newlines: flat.newlines, lastNewline: flat.newlines === 0 ? -1 : flat.lastNewline }
+}
+
+for (const [text, fields] of [
+  ['{"id":"a","sha256":"b"}', [['id', 'a'], ['sha256', 'b']]],
+  ['{ "a" : "b" }', [['a', 'b']]],
+  ['{\t"a"\r\n:\t"b" ,"c":"d"}', [['a', 'b'], ['c', 'd']]],
+  ['{"allow":[]}', [['allow', 'array []']]],
+  ['{"allow":[ "a" , "b" ]}', [['allow', 'array [ "a" , "b" ]']]],
+  ['{"id":"a","allow":["GET /x","POST /y/*"],"expiresAt":"2030"}', [['id', 'a'], ['allow', 'array ["GET /x","POST /y/*"]'], ['expiresAt', '2030']]],
+  ['{"ab":"1","ac":"2"}', [['ab', '1'], ['ac', '2']]], // same length, different names
+  ['{"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6","g":"7","h":"8"}', ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map((name, i) => [name, String(i + 1)])],
+] as const) {
+  test(`FlatObject.scan reads ${JSON.stringify(text)} as JSON.parse does`, () => {
+    const found = scan(text)
+    assert.notEqual(found, -1)
+    if (found === -1) return
+    assert.equal(found.after, text.length, 'the offset just past the object')
+    assert.deepEqual(found.fields, fields)
+    assert.deepEqual(Object.keys(JSON.parse(text)), fields.map(([name]) => name))
+  })
+}
+
+for (const [name, text] of [
+  ['an empty object (no entry of the keys file is one)', '{}'],
+  ['a number value', '{"id":1}'],
+  ['a nested object', '{"rateLimit":{"limit":1}}'],
+  ['an array of anything but strings', '{"allow":["a",1]}'],
+  ['an array with a trailing comma', '{"allow":["x",]}'],
+  ['a field given twice', '{"id":"a","id":"b"}'],
+  ['a trailing comma', '{"id":"a",}'],
+  ['no colon', '{"id" "a"}'],
+  ['a name that is not a string', '{id:"a"}'],
+  ['nine fields', `{${Array.from({ length: 9 }, (_, i) => `"f${i}":"v"`).join(',')}}`],
+  ['two values without a comma', '{"a":"b" "c":"d"}'],
+  ['an unclosed array', '{"allow":["a"'],
+  ['an array closed by a brace', '{"allow":["a"}'],
+] as const) {
+  test(`FlatObject.scan gives up on ${name}: the general path reads it`, () => {
+    assert.equal(scan(text), -1)
+  })
+}
+
+test('FlatObject.scan gives up at the end of its window, whatever is cut', () => {
+  const text = '{"id":"a","allow":["x","y"],"sha256":"b"}'
+  for (let end = 1; end < text.length; end++) assert.equal(scan(text, end), -1, `window ending at ${end}`)
+  assert.notEqual(scan(text, text.length), -1)
+})
+
+test('FlatObject.scan counts the newlines in white space and the offset of the last (for line numbers)', () => {
+  const text = '{\n  "id": "a",\n  "sha256": "b"\n}'
+  const found = scan(text)
+  assert.notEqual(found, -1)
+  if (found === -1) return
+  assert.equal(found.newlines, 3)
+  assert.equal(found.lastNewline, text.lastIndexOf('\n'))
+  const flat = scan('{"id":"a"}')
+  assert.equal(flat !== -1 && flat.newlines, 0, 'a new scan starts counting again')
+})
+
+for (const [text, expected] of [
+  ['[]', []],
+  ['["GET /x","POST /y/*"]', ['GET /x', 'POST /y/*']],
+  ['[ "a" , "b" ]', ['a', 'b']],
+  ['["~ !"]', ['~ !']], // the printable edges
+  ['["a\\\\b"]', undefined], // an escape: the general path decodes it
+  ['["a\u0001"]', undefined],
+  ['["a\u001f"]', undefined],
+  ['["a\u007f"]', undefined],
+  ['["caf\u00e9"]', undefined],
+] as const) {
+  test(`plainStrings(${JSON.stringify(text)}) is ${JSON.stringify(expected)}`, () => {
+    assert.deepEqual(plainStrings(Buffer.from(text, 'latin1'), 0, text.length), expected)
+  })
+}
