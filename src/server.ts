@@ -99,6 +99,7 @@ async function serve(
     : startKeysFileReloads({ ...loaded.reload, store: loaded.keys, log, onReload: (ok) => afterReload(ok, metrics) })
   const upstream = config.upstream
   const proxyModule = upstream === undefined ? undefined : await import('./http/proxy.js')
+  const tunnelModule = upstream === undefined ? undefined : await import('./http/tunnel.js')
   const proxy = upstream && proxyModule?.createProxy({ upstream: upstream.url, timeoutMs: upstream.timeoutMs, maxBodyBytes: config.maxBodyBytes, trustProxy: config.trustProxy })
   const handler = createHandler({
     keys,
@@ -123,7 +124,7 @@ async function serve(
   })
   // Unknown `Expect` values reach the handler, which answers 417 with keygate's headers and logs it.
   server.on('checkExpectation', handler)
-  if (proxy !== undefined) proxyModule?.takeProxyTraffic(server, handler)
+  if (proxy !== undefined) tunnelModule?.takeProxyTraffic(server, handler)
   // Before the worker reports ready: the primary then forwards SIGHUP, which would kill a process without a handler.
   installSighup(() => {
     if (reloader === undefined && tls === undefined) log.info('SIGHUP: no API_KEYS_FILE or TLS certificate to reload')
