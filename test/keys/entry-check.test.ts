@@ -67,6 +67,7 @@ test('policy and rate limit: absent (or a null limit) is none; a bad one names t
 })
 
 test('the fast path\'s byte checks: field names and ids', () => {
+  assert.deepEqual(Object.values(FLAT_NAMES).map(String), ['id', 'sha256', 'expiresAt', 'allow'])
   const bytes = Buffer.from('"id""ix""sha256""expiresAt""allow"')
   assert.equal(isName(bytes, 1, FLAT_NAMES.id), true)
   assert.equal(isName(bytes, 5, FLAT_NAMES.id), false)

@@ -102,6 +102,11 @@ test('a rate limit\'s numbers are positive integers up to a billion', () => {
   }
 })
 
+test('a key\'s counter is named by its id and its limit: a reload that changes the limit starts it again', () => {
+  assert.equal(compileRateLimit({ limit: 5, windowS: 60, burst: 7 }, 'billing').stateKey, 'billing\n5/60/7')
+  assert.notEqual(compileRateLimit({ limit: 5, windowS: 60 }, 'billing').stateKey, compileRateLimit({ limit: 6, windowS: 60 }, 'billing').stateKey)
+})
+
 test('keys sharing one compiled limit (defaults) each get a counter of their own', () => {
   const shared = compileRateLimit({ limit: 1, windowS: 60, burst: 1 }, '')
   const a = rateLimitFor(shared, 'a')
