@@ -52,6 +52,11 @@ for (const [text, method, framing, reusable] of [
   [H('304 Not Modified'), 'GET', 'none', true],
   [H('205 Reset Content', 'Content-Length: 0'), 'GET', 'length 0', true],
   [H('200'), 'GET', 'close', false],
+  // Names of the lengths of the three that decide framing, but other names.
+  [H('200 OK', 'X-Abcdefghijkl: v', 'Content-Length: 5'), 'GET', 'length 5', true],
+  [H('200 OK', 'X-Abcdefghijklmno: gzip', 'Content-Length: 5'), 'GET', 'length 5', true],
+  [H('200 OK', 'X-Abcdefgh: close', 'Content-Length: 5'), 'GET', 'length 5', true],
+  [H('099 Odd', 'Content-Length: 0'), 'GET', 'length 0', true], // below 100: a final answer, as llhttp takes it
   ['HTTP/1.1 200 ', 'GET', 'close', false],
 ] as const) {
   test(`answer head ${JSON.stringify(text)} to ${method}: ${framing}, ${reusable ? 'reusable' : 'closed after'}`, () => {
@@ -87,6 +92,7 @@ for (const [text, verdict] of [
   [H('200 OK', ' X: y'), 'bad'],
   [H('200 OK', '\tX: y'), 'bad'],
   [H('200 OK', 'X y'), 'bad'],
+  [H('200 OK', 'X y', 'A: b'), 'bad'], // the colon of the next line is not this line's
   [H('200 OK', ': y'), 'bad'],
   [H('200 OK', 'X : y'), 'bad'],
   [H('200 OK', 'X\t: y'), 'bad'],
