@@ -8,6 +8,7 @@ import { request as httpsRequest } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { takeContinue } from './body.js'
+import { endWith } from './respond.js'
 import { downstreamHeaders, upstreamHeaders, type ForwardFacts } from './proxy-headers.js'
 import { PROXY_REPLIES } from './routes.js'
 import { tunnel, upgradeOf } from './tunnel.js'
@@ -156,7 +157,7 @@ function exchange(x: Exchange): Promise<UpstreamResult | undefined> {
       clearTimeout(timer)
       if (settled) return
       settled = true
-      resolve(code === undefined ? { status, ms: performance.now() - started, error } : { status, ms: performance.now() - started, error, code })
+      resolve({ status, ms: performance.now() - started, error, code })
     }
     const fail = (kind: UpstreamError, code?: string) => {
       if (settled) return
@@ -210,29 +211,6 @@ function exchange(x: Exchange): Promise<UpstreamResult | undefined> {
     attempt(false)
     if (hasBody) sendBody(req, () => upstream, x.maxBodyBytes, () => settled, () => fail('body_too_large'))
   })
-}
-
-// Up to this size a body is copied behind the head, to leave in one write(2).
-const ONE_WRITE_BYTES = 8 * 1024
-
-/** What of Node's ServerResponse `endWith` relies on: the head it holds until the first write. */
-interface HeldHead {
-  _header?: unknown
-  _headerSent?: unknown
-}
-
-/**
- * Ends `res` with `last` as its body. `res.end(body)` goes out as a writev of the head and body
- * plus an empty piece, which costs more than the rest of the answer's own work; a small body
- * whose head is still held (nothing written yet, no chunked coding) is put behind the head
- * instead, and the answer leaves in one write. Where Node's fields are not as expected, `res.end`.
- */
-function endWith(res: ServerResponse, last: Buffer, ended: () => void): void {
-  const held = res as ServerResponse & HeldHead
-  if (last.length <= ONE_WRITE_BYTES && held._headerSent === false && typeof held._header === 'string' && !res.chunkedEncoding) {
-    held._header += last.toString('latin1')
-    res.end(ended)
-  } else res.end(last, ended)
 }
 
 /**
