@@ -24,64 +24,68 @@ const FLAT_MEMBERS = 8
 export class FlatObject {
   readonly members = new Int32Array(FLAT_MEMBERS * 4)
   count = 0
-  /** Newlines in the object's white space (only there can one be), and the offset of the last. */
+  /** Newlines in the object's white space (only there can one be), and the offset of the last (read only when there is one). */
   newlines = 0
-  lastNewline = -1
+  lastNewline = 0
 
   /**
    * Scans the flat object at `buf[from]` (an opening brace) up to `end`; the offset after it, or -1
    * for anything else (another kind of value, an array of anything but strings, a field twice, more
    * than FLAT_MEMBERS fields, the window's end). Strings are only delimited here: the caller
-   * accepts an entry only when it has checked every byte of it (a hex digest, an id's characters), so no escape or control byte
-   * passes; any other entry goes the general way, which checks everything.
+   * accepts an entry only when it has checked every byte of it (a hex digest, an id's characters),
+   * so no escape or control byte passes; any other entry goes the general way, which checks
+   * everything. Every byte is read through byteAt, the one place that knows where the window ends.
    */
   scan(buf: Buffer, from: number, end: number): number {
     const { members } = this
     let count = 0
     this.newlines = 0
-    for (let i = this.skipSpaces(buf, from + 1, end); ; ) {
-      if (i >= end || buf[i] !== QUOTE || count === FLAT_MEMBERS) return -1
+    for (let i = this.skipSpaces(buf, from + 1, end); count < FLAT_MEMBERS; count++) {
+      if (byteAt(buf, i, end) !== QUOTE) return -1
       const nameEnd = quoteAfter(buf, i + 1, end)
       members[count * 4] = i + 1
       members[count * 4 + 1] = nameEnd
       i = this.skipSpaces(buf, nameEnd + 1, end)
-      if (i >= end || buf[i] !== COLON) return -1
+      if (byteAt(buf, i, end) !== COLON) return -1
       i = this.skipSpaces(buf, i + 1, end)
-      const isString = i < end && buf[i] === QUOTE
-      const valueEnd = isString ? quoteAfter(buf, i + 1, end) : i < end && buf[i] === OPEN_ARRAY ? this.stringsArray(buf, i, end) : -1
-      if (valueEnd === -1 || valueEnd >= end) return -1
-      members[count * 4 + 2] = isString ? i + 1 : i
-      members[count * 4 + 3] = valueEnd
-      if (repeatsName(buf, members, count)) return -1
-      count++
-      // After a string, valueEnd is its closing quote; after an array, the byte past its `]`.
-      i = this.skipSpaces(buf, isString ? valueEnd + 1 : valueEnd, end)
-      if (i < end && buf[i] === COMMA) {
-        i = this.skipSpaces(buf, i + 1, end)
-        continue
+      const first = byteAt(buf, i, end)
+      if ((first !== QUOTE && first !== OPEN_ARRAY) || repeatsName(buf, members, count)) return -1
+      const after = first === QUOTE ? quoteAfter(buf, i + 1, end) + 1 : this.stringsArray(buf, i, end)
+      // A string's range is its content; an array's runs to just past its `]`.
+      members[count * 4 + 2] = first === QUOTE ? i + 1 : i
+      members[count * 4 + 3] = first === QUOTE ? after - 1 : after
+      i = this.skipSpaces(buf, after, end)
+      const next = byteAt(buf, i, end)
+      if (next === CLOSE_OBJECT) {
+        this.count = count + 1
+        return i + 1
       }
-      if (i >= end || buf[i] !== CLOSE_OBJECT) return -1
-      this.count = count
-      return i + 1
-    }
-  }
-
-  /** The offset past the array of strings at `buf[from]` (a `[`), or -1 for anything else. */
-  private stringsArray(buf: Buffer, from: number, end: number): number {
-    let i = this.skipSpaces(buf, from + 1, end)
-    if (i < end && buf[i] === CLOSE_ARRAY) return i + 1
-    while (i < end && buf[i] === QUOTE) {
-      i = this.skipSpaces(buf, quoteAfter(buf, i + 1, end) + 1, end)
-      if (i < end && buf[i] === CLOSE_ARRAY) return i + 1
-      if (i >= end || buf[i] !== COMMA) return -1
+      if (next !== COMMA) return -1
       i = this.skipSpaces(buf, i + 1, end)
     }
     return -1
   }
 
+  /**
+   * The offset past the array of strings at `buf[from]` (a `[`); for anything else, `end`, where
+   * the scan gives up as at the window's end.
+   */
+  private stringsArray(buf: Buffer, from: number, end: number): number {
+    let i = this.skipSpaces(buf, from + 1, end)
+    if (byteAt(buf, i, end) === CLOSE_ARRAY) return i + 1
+    for (;;) {
+      if (byteAt(buf, i, end) !== QUOTE) return end
+      i = this.skipSpaces(buf, quoteAfter(buf, i + 1, end) + 1, end)
+      const next = byteAt(buf, i, end)
+      if (next === CLOSE_ARRAY) return i + 1
+      if (next !== COMMA) return end
+      i = this.skipSpaces(buf, i + 1, end)
+    }
+  }
+
   private skipSpaces(buf: Buffer, from: number, end: number): number {
     let i = from
-    for (let c = buf[i]; i < end && (c === 0x20 || c === NEWLINE || c === 0x0d || c === 0x09); c = buf[++i]) {
+    for (let c = byteAt(buf, i, end); c === 0x20 || c === NEWLINE || c === 0x0d || c === 0x09; c = byteAt(buf, ++i, end)) {
       if (c === NEWLINE) {
         this.newlines++
         this.lastNewline = i
@@ -97,12 +101,13 @@ export function isArrayValue(buf: Buffer, members: Int32Array, m: number): boole
 }
 
 /**
- * The strings of an array value that FlatObject scanned, or undefined when one holds a byte
- * outside printable ASCII or an escape: the general path reads those.
+ * The strings of an array value that FlatObject scanned (from its `[`), or undefined when one holds
+ * a byte outside printable ASCII or an escape: the general path reads those. Outside its strings,
+ * such an array holds no `]` but its last byte.
  */
-export function plainStrings(bytes: Buffer, start: number, end: number): string[] | undefined {
+export function plainStrings(bytes: Buffer, start: number): string[] | undefined {
   const strings: string[] = []
-  for (let i = start + 1; i < end; i++) {
+  for (let i = start; bytes[i] !== CLOSE_ARRAY; i++) {
     if (bytes[i] !== QUOTE) continue
     const from = i + 1
     for (i = from; bytes[i] !== QUOTE; i++) if ((bytes[i] as number) < 0x20 || (bytes[i] as number) > 0x7e || bytes[i] === BACKSLASH) return undefined
@@ -111,10 +116,18 @@ export function plainStrings(bytes: Buffer, start: number, end: number): string[
   return strings
 }
 
-/** The offset of the next quote from `from` on, or `end`. */
+/** The byte at `i`, or -1 at and past the window's end (bytes there may be the next read's). */
+function byteAt(buf: Buffer, i: number, end: number): number {
+  return i < end ? (buf[i] as number) : -1
+}
+
+/**
+ * The offset of the next quote from `from` on, or `end` when the window ends first: past that, every
+ * byteAt is -1, so the scan gives up at its next check.
+ */
 function quoteAfter(buf: Buffer, from: number, end: number): number {
   let i = from
-  while (i < end && buf[i] !== QUOTE) i++
+  for (let c = byteAt(buf, i, end); c !== QUOTE && c !== -1; c = byteAt(buf, ++i, end));
   return i
 }
 
@@ -124,10 +137,7 @@ function repeatsName(buf: Buffer, members: Int32Array, last: number): boolean {
   const length = (members[last * 4 + 1] as number) - start
   for (let m = 0; m < last; m++) {
     const other = members[m * 4] as number
-    if ((members[m * 4 + 1] as number) - other !== length) continue
-    let same = true
-    for (let k = 0; k < length && same; k++) same = buf[start + k] === buf[other + k]
-    if (same) return true
+    if ((members[m * 4 + 1] as number) - other === length && buf.compare(buf, other, other + length, start, start + length) === 0) return true
   }
   return false
 }

@@ -156,7 +156,7 @@ export class KeySetBuilder {
     const text = bytes.toString('latin1', start, end)
     const known = this.flatPolicyCodes.get(text)
     if (known !== undefined) return known
-    const rules = plainStrings(bytes, start, end)
+    const rules = plainStrings(bytes, start)
     if (rules === undefined) return undefined
     try {
       const code = this.code(this.policyCodes, this.columns.policies, this.columns.policyKeys, rules, () => policyOf(rules, index, bytes.toString('latin1', idStart, idEnd)))
