@@ -108,7 +108,8 @@ type LearningThrottle = Throttle & { block(client: string, ms: number, nowMs: nu
 function learnBlock(throttle: LearningThrottle, payload: string): void {
   const space = payload.indexOf(' ')
   const ms = Number(payload.slice(0, space))
-  if (space > 0 && Number.isFinite(ms)) throttle.block(payload.slice(space + 1), ms, Date.now())
+  // A block of no time (`0`, an empty number) blocks nobody: block() ignores it.
+  if (space !== -1 && Number.isFinite(ms)) throttle.block(payload.slice(space + 1), ms, Date.now())
 }
 
 function redisThrottle(
@@ -123,11 +124,11 @@ function redisThrottle(
     const [n, ttl] = numbers(await client.runScript(FAIL, `${prefix}fail:${address}`, [limit, windowMs, `${prefix}blocked`, address, client.deadlineUs()]))
     return { alreadyBlocked: n > limit, blockedForMs: n >= limit ? ttl : 0 }
   })
-  const whileAway = (address: string, nowMs: number, ask: 'check' | 'count'): number => {
-    if (onFailure === 'open') return 0
-    if (onFailure === 'closed') return THROTTLE_UNAVAILABLE
-    return ask === 'check' ? Math.max(local.retryAfterS(address, nowMs), shared.retryAfterS(address, nowMs)) : local.recordFailure(address, nowMs)
-  }
+  // While Redis is away: `open` refuses nobody, `closed` everybody, `local` counts here (and keeps the blocks it learnt).
+  const checkAway = (address: string, nowMs: number): number =>
+    onFailure === 'local' ? Math.max(local.retryAfterS(address, nowMs), shared.retryAfterS(address, nowMs)) : onFailure === 'closed' ? THROTTLE_UNAVAILABLE : 0
+  const countAway = (address: string, nowMs: number): number =>
+    onFailure === 'local' ? local.recordFailure(address, nowMs) : onFailure === 'closed' ? THROTTLE_UNAVAILABLE : 0
   return {
     get size() {
       return shared.size + (client.up ? 0 : local.size)
@@ -135,12 +136,12 @@ function redisThrottle(
     get mayRefuse() {
       return client.up ? shared.size > 0 : onFailure === 'closed' || (onFailure === 'local' && shared.size + local.size > 0)
     },
-    retryAfterS: (address, nowMs) => (client.up ? shared.retryAfterS(address, nowMs) : whileAway(address, nowMs, 'check')),
+    retryAfterS: (address, nowMs) => (client.up ? shared.retryAfterS(address, nowMs) : checkAway(address, nowMs)),
     recordFailure(address, nowMs) {
-      if (!client.up) return whileAway(address, nowMs, 'count')
+      if (!client.up) return countAway(address, nowMs)
       return shared.recordFailure(address, nowMs).catch(() => {
         failed()
-        return whileAway(address, Date.now(), 'count')
+        return countAway(address, Date.now())
       })
     },
     block: shared.block,

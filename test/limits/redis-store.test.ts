@@ -79,10 +79,19 @@ for (const mode of ['local', 'open', 'closed'] as const) {
     const limit = compileRateLimit({ limit: 1, windowS: 60, burst: 2 }, 'k')
     await server.kill()
     await waitFor('the store to notice', async () => (store.up ? undefined : true))
+    // While away every answer is decided at once: no promise, no round trip to wait for.
     const failures = []
-    for (let i = 0; i < 4; i++) failures.push(await store.throttle!.recordFailure('192.0.2.1', Date.now()))
+    for (let i = 0; i < 4; i++) {
+      const wait = store.throttle!.recordFailure('192.0.2.1', Date.now())
+      assert.ok(!(wait instanceof Promise), 'answered synchronously')
+      failures.push(wait)
+    }
     const takes = []
-    for (let i = 0; i < 3; i++) takes.push(await store.rateLimits.take(limit.stateKey, limit, Date.now()))
+    for (let i = 0; i < 3; i++) {
+      const decision = store.rateLimits.take(limit.stateKey, limit, Date.now())
+      assert.ok(!(decision instanceof Promise), 'answered synchronously')
+      takes.push(decision)
+    }
     const check = store.throttle!.retryAfterS('192.0.2.1', Date.now())
     if (mode === 'local') {
       assert.deepEqual(failures.map((wait) => wait > 0), [false, false, false, true], 'counted in memory')
@@ -182,10 +191,50 @@ test('a command that times out on a frozen Redis: closed gives 503 decisions, lo
 test('malformed block announcements block nobody and break nothing', SKIP, async (t) => {
   const server = await startRedis(t)
   const store = await limits(t, server, 'local', 'ann:')
-  for (const payload of ['x 192.0.2.5', ' 192.0.2.5', '192.0.2.5', '60000']) server.cli('PUBLISH', 'ann:blocked', payload)
+  for (const payload of ['x 192.0.2.5', ' 192.0.2.5', '192.0.2.5', '60000', 'Infinity 192.0.2.5', '-5 192.0.2.5']) server.cli('PUBLISH', 'ann:blocked', payload)
   server.cli('PUBLISH', 'ann:blocked', '60000 192.0.2.6') // a good one last: once it is seen, the others were too
   await waitFor('the good announcement', () => (store.throttle!.retryAfterS('192.0.2.6', Date.now()) > 0 ? true : undefined))
   assert.equal(store.throttle!.retryAfterS('192.0.2.5', Date.now()), 0)
   assert.equal(store.throttle!.retryAfterS('', Date.now()), 0)
   assert.equal(store.throttle!.size, 1)
+})
+
+test('a command Redis refuses while up (out of memory): counted as an error, decided as while away', SKIP, async (t) => {
+  const server = await startRedis(t)
+  const closed = await limits(t, server, 'closed')
+  const local = await limits(t, server, 'local')
+  const limit = compileRateLimit({ limit: 1, windowS: 60, burst: 2 }, 'oom')
+  assert.equal((await closed.rateLimits.take(limit.stateKey, limit, Date.now()))?.allowed, true)
+  assert.deepEqual([closed.errors, local.errors], [0, 0])
+  // Every count writes; with no memory to write in, Redis answers each script with an OOM error.
+  server.cli('CONFIG', 'SET', 'maxmemory', '1')
+  t.after(() => server.cli('CONFIG', 'SET', 'maxmemory', '0'))
+  assert.deepEqual(await closed.rateLimits.take(limit.stateKey, limit, Date.now()), RATE_UNAVAILABLE)
+  assert.equal(await closed.throttle!.recordFailure('192.0.2.40', Date.now()), THROTTLE_UNAVAILABLE)
+  assert.equal(closed.errors, 2, 'each refused command, while the connection stayed up')
+  assert.equal(closed.up, true)
+  const takes = []
+  for (let i = 0; i < 3; i++) takes.push((await local.rateLimits.take(limit.stateKey, limit, Date.now()))?.allowed)
+  assert.deepEqual(takes, [true, true, false], 'counted in this process')
+  const waits = []
+  for (let i = 0; i < 4; i++) waits.push(await local.throttle!.recordFailure('192.0.2.41', Date.now()))
+  assert.deepEqual(waits.map((wait) => wait > 0), [false, false, false, true], 'failures counted in this process')
+  assert.equal(local.errors, 7)
+})
+
+test('a store holds one connection, a second (the subscriber) only with a throttle, and close() ends them', SKIP, async (t) => {
+  const server = await startRedis(t)
+  const clients = () => server.cli('CLIENT', 'LIST').split('\n').filter((line) => !line.includes('cmd=client|list')).length
+  const address = { host: '127.0.0.1', port: server.port, tls: false, db: 0 } as const
+  const throttled = createRedisLimits({ redis: address, throttle: THROTTLE })
+  t.after(() => throttled.close())
+  assert.equal(await throttled.whenUp(2000), true)
+  await waitFor('the subscriber to connect', () => (clients() === 2 ? true : undefined))
+  const plain = createRedisLimits({ redis: address })
+  t.after(() => plain.close())
+  assert.equal(await plain.whenUp(2000), true)
+  assert.equal(clients(), 3, 'no subscriber for a store without throttle')
+  throttled.close()
+  plain.close()
+  await waitFor('the connections to close', () => (clients() === 0 ? true : undefined))
 })
