@@ -30,7 +30,7 @@ if (spawnSync('valgrind', ['--version']).status !== 0) {
 async function countRun(env, count) {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-callgrind-'))
   const port = await freePort()
-  const child = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${dir}/out.%p`, process.execPath, SERVER], {
+  const child = spawn('valgrind', ['-q', '--tool=callgrind', `--callgrind-out-file=${dir}/out.%p`, process.execPath, SERVER], {
     env: { PATH: process.env.PATH, HOST: '127.0.0.1', PORT: String(port), API_KEY: KEY, LOG_LEVEL: 'silent', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   })
@@ -58,7 +58,7 @@ async function freePort() {
 async function connectable(port) {
   for (const deadline = Date.now() + 60_000; Date.now() < deadline; await new Promise((done) => setTimeout(done, 200))) {
     const socket = connect(port, '127.0.0.1')
-    const ok = await Promise.race([once(socket, 'connect').then(() => true), once(socket, 'error').then(() => false)])
+    const ok = await once(socket, 'connect').then(() => true, () => false)
     socket.destroy()
     if (ok) return
   }
