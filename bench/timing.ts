@@ -22,7 +22,7 @@ import type { IncomingMessage } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { authenticate } from '../dist/keys/auth.js'
-import { createKeyStore, type KeyStore } from '../dist/keys/store.js'
+import { createKeyStore, type KeyStore } from '../dist/index.js'
 
 const T_THRESHOLD = 4.5
 const WARMUP_CALLS = 20_000 // per batch

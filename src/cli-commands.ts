@@ -2,7 +2,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { isValidKey, isValidKeyId, type KeyEntry } from './keys/entry-check.js'
-import { tryCreateKeyStore } from './keys/store.js'
+import { tryCreateKeyStore } from './keys/key-store.js'
 import { checkKeysFile, KeysFileError } from './keys/file.js'
 import { EXPIRY_WARNING_DAYS, type KeyFinding, type KeysFileFindings } from './keys/findings.js'
 import { generateKey } from './keys/keygen.js'

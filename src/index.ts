@@ -1,7 +1,8 @@
 /** keygate's public API for embedding in your own server: everything the server itself uses. */
 export { createHandler, createHandlerMetrics, type Handler, type HandlerOptions, type Next } from './http/handler.js'
 export type { RoutePaths } from './http/routes.js'
-export { createKeyStore, type KeyEntry, type KeyRecord, type KeyStore } from './keys/store.js'
+export { createKeyStore } from './keys/key-store.js'
+export type { KeyEntry, KeyRecord, KeyStore } from './keys/store.js'
 export { isValidKey } from './keys/entry-check.js'
 export {
   createKeysFileStore,
@@ -26,5 +27,6 @@ export { compilePolicy, type Policy } from './keys/policy.js'
 export { compileRateLimit, createMemoryRateLimitStore, RATE_UNAVAILABLE, type MemoryRateLimitStore, type RateDecision, type RateLimit, type RateLimitSpec, type RateLimitStore } from './limits/rate-limit.js'
 export { createRedisLimits, type RedisLimits, type RedisLimitsOptions } from './limits/redis-store.js'
 export { parseRedisUrl, type RedisAddress, type RedisFailureMode } from './limits/redis-url.js'
-export { createProxy, type Proxy, type ProxyOptions, type UpstreamError, type UpstreamResult } from './http/proxy.js'
+export { createProxy, type ProxyOptions } from './http/proxy.js'
+export type { Proxy, UpstreamError, UpstreamResult } from './http/forwarding.js'
 export { takeProxyTraffic } from './http/tunnel.js'

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { createKeyStore } from '../dist/keys/store.js'
+import { createKeyStore } from '../dist/index.js'
 import { createLogger } from '../dist/observe/log.js'
 import { createThrottle, type Throttle } from '../dist/limits/throttle.js'
 import { TEST_KEY, startKeygate, startServerProcess, waitFor } from './helpers.js'

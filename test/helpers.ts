@@ -6,7 +6,7 @@ import { connect, createServer as createNetServer, type AddressInfo } from 'node
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
 import { createHandler, type HandlerOptions } from '../dist/http/handler.js'
-import { createKeyStore } from '../dist/keys/store.js'
+import { createKeyStore } from '../dist/index.js'
 
 export const TEST_KEY = 'test-key-0123456789abcdef'
 export const SERVER_JS = fileURLToPath(new URL('../dist/server.js', import.meta.url))

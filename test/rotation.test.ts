@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { createKeyStore } from '../dist/keys/store.js'
+import { createKeyStore } from '../dist/index.js'
 import { createLogger } from '../dist/observe/log.js'
 import { logLines, runNode, startKeygate, startServerProcess, waitFor, type Child } from './helpers.js'
 

@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { discardBody, hasUnreadBody, MAX_BODY_BYTES, takeContinue } from './body.js'
-import type { Proxy } from './proxy.js'
+import type { Proxy } from './forwarding.js'
 import { clientAddressOf } from './client.js'
 import { createMemoryRateLimitStore, type RateLimitStore } from '../limits/rate-limit.js'
 import type { KeyStore } from '../keys/store.js'

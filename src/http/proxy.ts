@@ -9,23 +9,11 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { takeContinue } from './body.js'
 import { endWith } from './respond.js'
-import { downstreamHeaders, upstreamHeaders, type ForwardFacts } from './proxy-headers.js'
+import { ambiguityOf, downstreamHeaders, upstreamHeaders, type ForwardFacts } from './proxy-headers.js'
+import type { Proxy, ProxyReplies, UpstreamError, UpstreamResult } from './forwarding.js'
 import { PROXY_REPLIES } from './routes.js'
 import { tunnel, upgradeOf } from './tunnel.js'
 import { createUpstreamClient, type Call, type RequestFraming } from './upstream-client.js'
-
-/** Why an exchange with the service failed; each is a label of `keygate_upstream_errors_total`. */
-export type UpstreamError = 'connect' | 'tls' | 'timeout' | 'reset_before_head' | 'reset_after_head' | 'bad_answer' | 'client_aborted' | 'body_too_large'
-
-/** How an exchange went, for the access line and the metrics. */
-export interface UpstreamResult {
-  /** The service's status; undefined when it never answered. */
-  status?: number
-  ms: number
-  error?: UpstreamError
-  /** Node's code of the failure (`ECONNREFUSED`, `DEPTH_ZERO_SELF_SIGNED_CERT`...), for the access line. */
-  code?: string
-}
 
 export interface ProxyOptions {
   /** `UPSTREAM_URL`: http or https, host, port and an optional base path. */
@@ -36,24 +24,6 @@ export interface ProxyOptions {
   maxBodyBytes?: number
   /** `TRUST_PROXY`: how much of the client's `X-Forwarded-For` the service is told. */
   trustProxy?: number
-}
-
-/** What the route decided about a request it lets through. */
-export type ForwardDecision = Pick<ForwardFacts, 'keyId' | 'requestId' | 'dropAuthorization'>
-
-/** What the proxy writes itself: 413, 502, 504 (the routes give it their prepared replies). */
-export interface ProxyReplies {
-  tooLarge(req: IncomingMessage, res: ServerResponse, requestId: string): void
-  badGateway(req: IncomingMessage, res: ServerResponse, requestId: string): void
-  gatewayTimeout(req: IncomingMessage, res: ServerResponse, requestId: string): void
-}
-
-export interface Proxy {
-  /** Forwards an allowed request; resolves once the exchange is over (answered, failed or cut), `undefined` when refused before any was tried (413). */
-  forward(req: IncomingMessage, res: ServerResponse, decision: ForwardDecision, extraHeaders: readonly string[] | undefined): Promise<UpstreamResult | undefined>
-  /** The tunnels (WebSocket) open now: shutdown closes them once requests have drained. */
-  readonly tunnels: Set<Duplex>
-  close(): void
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000
@@ -84,6 +54,7 @@ export function createProxy(options: ProxyOptions, replies: ProxyReplies = PROXY
 
   return {
     tunnels,
+    ambiguityOf,
     close: () => client.close(),
     forward(req, res, decision, extraHeaders) {
       const upgrade = upgradeOf(req)

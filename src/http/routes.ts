@@ -8,8 +8,7 @@ import { THROTTLE_UNAVAILABLE, throttleKeyOf, type Throttle } from '../limits/th
 import { originalRequestOf, type OriginalRequest } from './original-request.js'
 import type { RateDecision, RateLimit, RateLimitStore } from '../limits/rate-limit.js'
 import { canonicalPath } from './canonical-path.js'
-import type { Proxy, ProxyReplies, UpstreamResult } from './proxy.js'
-import { ambiguityOf } from './proxy-headers.js'
+import type { Proxy, ProxyReplies, UpstreamResult } from './forwarding.js'
 
 export type Outcome =
   | AuthResult
@@ -318,7 +317,7 @@ export function createRoutes(
     const query = url.indexOf('?')
     const canonical = canonicalPath(query === -1 ? url : url.slice(0, query))
     // A path, a Host or a method the service could read otherwise than keygate checked it.
-    if (!canonical.ok || ambiguityOf(req) !== undefined) {
+    if (!canonical.ok || proxy.ambiguityOf(req) !== undefined) {
       sendReply(req, res, REPLY.badRequest, context.requestId)
       return MALFORMED
     }

@@ -5,10 +5,10 @@ import { basename, dirname } from 'node:path'
 import { bytesSource, JsonSyntaxError, readDocument, type ByteSource } from './json-reader.js'
 import { isValidKeyId, type KeyEntry } from './entry-check.js'
 import { KeySetBuilder, type KeyDefaults } from './key-set-builder.js'
-import type { KeyRecord, KeyTable } from './key-table.js'
+import type { KeyTable } from './key-table.js'
 import { baseOf, LayeredBuilder } from './layered-store.js'
 import { findingsOf, type KeysFileFindings } from './findings.js'
-import type { KeyStore } from './store.js'
+import type { KeyRecord, KeyStore } from './store.js'
 import { silentLogger, type Logger } from '../observe/log.js'
 
 /** A keys file that cannot be used; `problems` has one message per fault found. */

@@ -1,6 +1,18 @@
-/** Builds one JSON value from a `Reader`, without recursion: deep nesting cannot overflow the stack. */
+/** Builds one JSON value from a `TokenReader` (json-reader.ts), without recursion: deep nesting cannot overflow the stack. */
 import { CLOSE_ARRAY, CLOSE_OBJECT, OPEN_ARRAY, OPEN_OBJECT, QUOTE } from './json-bytes.js'
-import type { Reader } from './json-reader.js'
+
+/** What the builder needs of the reader (json-reader.ts), which drives it: tokens, one at a time. */
+export interface TokenReader {
+  peek(): number
+  advance(): void
+  skipSpace(): void
+  fail(message: string): never
+  string(): string
+  scalar(): number | boolean | null
+  fieldName(seen: string[] | Set<string>): string
+  afterMember(close: number): boolean
+}
+
 // Past this many fields an object's names go into a Set instead of an array searched in order.
 const SMALL_OBJECT = 16
 
@@ -14,7 +26,7 @@ interface Frame {
 export class ValueBuilder {
   private readonly stack: Frame[] = []
 
-  constructor(private readonly reader: Reader) {}
+  constructor(private readonly reader: TokenReader) {}
 
   build(): unknown {
     for (;;) {

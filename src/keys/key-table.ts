@@ -8,19 +8,8 @@ import { ByteStrings, Column } from './columns.js'
 import { DigestRows, indexDigestRows, NO_INDEX, repeatedDigest, type DigestIndex } from './digest-index.js'
 import { digestOf, MAX_KEY_LENGTH } from './entry-check.js'
 import type { Policy } from './policy.js'
-import type { KeyStore } from './store.js'
+import type { KeyRecord, KeyStore } from './store.js'
 import { rateLimitFor, type RateLimit } from '../limits/rate-limit.js'
-
-/** What a successful lookup yields: never the key itself. */
-export interface KeyRecord {
-  readonly id: string
-  /** Milliseconds since the epoch; `Infinity` when the key never expires. */
-  readonly expiresAtMs: number
-  /** The requests the key may make (its `allow` rules); undefined: every request. */
-  readonly policy?: Policy
-  /** The key's rate limit; undefined: none. */
-  readonly rateLimit?: RateLimit
-}
 
 /** An entry that passed every check, before it becomes a row (or is found to be one already). */
 export interface CheckedEntry {

@@ -6,9 +6,9 @@
  */
 import { where, type KeyEntry } from './entry-check.js'
 import { KeySetBuilder, type FinishOptions } from './key-set-builder.js'
-import { DigestKeyStore, digestToLookUp, KeyTable, type CheckedEntry, type KeyRecord } from './key-table.js'
+import { DigestKeyStore, digestToLookUp, KeyTable, type CheckedEntry } from './key-table.js'
 import type { Policy } from './policy.js'
-import type { KeyStore } from './store.js'
+import type { KeyRecord, KeyStore } from './store.js'
 
 // Below this many keys a whole new set is cheap: layers are for big ones.
 const MIN_LAYERED_KEYS = 65_536

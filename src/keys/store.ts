@@ -1,14 +1,22 @@
 /**
- * The key store: what answers "which key is this credential?", built from entries checked one by
- * one into packed columns (key-set-builder.ts, key-table.ts). Pure: no I/O.
+ * The key store: what answers "which key is this credential?", and what it answers with. The
+ * store that holds keys in packed columns is built in key-table/ (createKeyStore).
  */
-import { KeySetBuilder } from './key-set-builder.js'
-import type { KeyEntry } from './entry-check.js'
-import type { KeyRecord } from './key-table.js'
+import type { RateLimit } from '../limits/rate-limit.js'
 import type { Policy } from './policy.js'
 
 export type { KeyEntry } from './entry-check.js'
-export type { KeyRecord } from './key-table.js'
+
+/** What a successful lookup yields: never the key itself. */
+export interface KeyRecord {
+  readonly id: string
+  /** Milliseconds since the epoch; `Infinity` when the key never expires. */
+  readonly expiresAtMs: number
+  /** The requests the key may make (its `allow` rules); undefined: every request. */
+  readonly policy?: Policy
+  /** The key's rate limit; undefined: none. */
+  readonly rateLimit?: RateLimit
+}
 
 /** A set of keys that answers "which key is this credential?". */
 export interface KeyStore {
@@ -18,22 +26,3 @@ export interface KeyStore {
   /** The record whose key is `credential`, or `undefined`. Never throws. */
   lookup(credential: string): KeyRecord | undefined
 }
-
-/**
- * Builds a store from entries (and the rules of requests that need no key); throws a `TypeError`
- * naming the entry and field on bad input.
- */
-export function createKeyStore(entries: readonly KeyEntry[], publicRules?: readonly string[]): KeyStore {
-  const { store, problems } = tryCreateKeyStore(entries, publicRules)
-  if (store === undefined) throw new TypeError(problems[0])
-  return store
-}
-
-/** Like `createKeyStore`, but reports every problem (one message per bad entry) instead of the first. */
-export function tryCreateKeyStore(entries: readonly KeyEntry[], publicRules?: readonly string[]): { store?: KeyStore; problems: string[] } {
-  if (!Array.isArray(entries)) return { problems: ['keys must be an array of { id, key } or { id, sha256 } entries'] }
-  const builder = new KeySetBuilder()
-  entries.forEach((entry, index) => builder.add(entry, index))
-  return builder.finish({ publicRules })
-}
-

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import { test } from 'node:test'
 import { authenticate, extractCredential } from '../../dist/keys/auth.js'
-import { createKeyStore } from '../../dist/keys/store.js'
+import { createKeyStore } from '../../dist/index.js'
 
 const keys = createKeyStore([
   { id: 'live', key: 'live-key' },

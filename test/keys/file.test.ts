@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { test, type TestContext } from 'node:test'
-import { createKeyStore } from '../../dist/keys/store.js'
+import { createKeyStore } from '../../dist/index.js'
 import { KeysFileError, createSwappableKeyStore, loadKeysFile, parseKeysFile, watchKeysFile } from '../../dist/keys/file.js'
 import { waitFor } from '../helpers.js'
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { test } from 'node:test'
 import { isValidKey } from '../../dist/keys/entry-check.js'
-import { createKeyStore } from '../../dist/keys/store.js'
+import { createKeyStore } from '../../dist/index.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
 

@@ -5,7 +5,7 @@ import type { IncomingMessage } from 'node:http'
 import { test } from 'node:test'
 import { clientAddressOf } from '../../dist/http/client.js'
 import { createThrottle, THROTTLE_UNAVAILABLE, throttleKeyOf } from '../../dist/limits/throttle.js'
-import { createKeyStore } from '../../dist/keys/store.js'
+import { createKeyStore } from '../../dist/index.js'
 import { startKeygate } from '../helpers.js'
 
 const T0 = 1_000_000
