@@ -26,7 +26,8 @@ export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method
 export function overridesMethod(headers: IncomingHttpHeaders, method: string): boolean {
   for (const name of METHOD_OVERRIDE_HEADERS) {
     const value = headers[name]
-    if (value !== undefined && String(value).trim().toUpperCase() !== method) return true
+    // Node's parser has already cut the value's surrounding white space; any other is not a method.
+    if (value !== undefined && String(value).toUpperCase() !== method) return true
   }
   return false
 }
@@ -36,7 +37,7 @@ export function originalRequestOf(headers: IncomingHttpHeaders): OriginalRequest
   const method = oneOf(headers['x-original-method'], headers['x-forwarded-method'])
   const uri = oneOf(headers['x-original-uri'], headers['x-forwarded-uri'])
   if (method === undefined && uri === undefined) return undefined
-  if (method === CONFLICT || uri === CONFLICT) return 'ambiguous'
+  // CONFLICT is no string: two families that disagree are ambiguous here too.
   if (typeof method !== 'string' || typeof uri !== 'string' || !METHOD_TOKEN.test(method)) return 'ambiguous'
   // A `#` is cut by the service's parser but not by a scope rule: never guess which one wins.
   if (uri.includes('#')) return 'ambiguous'

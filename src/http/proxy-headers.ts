@@ -95,7 +95,7 @@ export function ambiguityOf(req: IncomingMessage): 'two hosts' | 'method overrid
   for (let i = 0; i < raw.length; i += 2) {
     const kind = classOf(raw[i] as string)
     if ((kind & HOST) !== 0 && ++hosts > 1) return 'two hosts'
-    if ((kind & METHOD_OVERRIDE) !== 0 && (raw[i + 1] as string).trim().toUpperCase() !== req.method) return 'method override'
+    if ((kind & METHOD_OVERRIDE) !== 0 && (raw[i + 1] as string).toUpperCase() !== req.method) return 'method override'
   }
   return undefined
 }

@@ -16,6 +16,12 @@ for (const [name, headers, expected] of [
   ['a method override naming the same method', { 'x-original-method': 'GET', 'x-original-uri': '/a', 'x-method-override': 'get' }, { method: 'GET', path: '/a' }],
   ['a method without a URI', { 'x-original-method': 'GET' }, 'ambiguous'],
   ['a lower-case method', { 'x-original-method': 'get', 'x-original-uri': '/a' }, 'ambiguous'],
+  ['a URI without a method', { 'x-forwarded-uri': '/a' }, 'ambiguous'],
+  ['a method with a digit after it', { 'x-original-method': 'GET1', 'x-original-uri': '/a' }, 'ambiguous'],
+  ['a method with a digit before it', { 'x-original-method': '1GET', 'x-original-uri': '/a' }, 'ambiguous'],
+  ['a method of 16 letters', { 'x-original-method': 'ABCDEFGHIJKLMNOP', 'x-original-uri': '/a' }, { method: 'ABCDEFGHIJKLMNOP', path: '/a' }],
+  ['a method of 17 letters', { 'x-original-method': 'ABCDEFGHIJKLMNOPQ', 'x-original-uri': '/a' }, 'ambiguous'],
+  ['a method override padded with white space (Node cuts it; anything else is no method)', { 'x-original-method': 'GET', 'x-original-uri': '/a', 'x-http-method': ' GET' }, 'ambiguous'],
 ] as const) {
   test(`originalRequestOf: ${name}`, () => {
     const found = originalRequestOf(headers)
