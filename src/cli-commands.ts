@@ -2,9 +2,9 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { isValidKey, isValidKeyId, type KeyEntry } from './keys/entry-check.js'
-import { tryCreateKeyStore } from './keys/key-store.js'
-import { checkKeysFile, KeysFileError } from './keys/file.js'
-import { EXPIRY_WARNING_DAYS, type KeyFinding, type KeysFileFindings } from './keys/findings.js'
+import { tryCreateKeyStore } from './key-table/key-store.js'
+import { checkKeysFile, KeysFileError } from './keys-file/file.js'
+import { EXPIRY_WARNING_DAYS, type KeyFinding, type KeysFileFindings } from './keys-file/findings.js'
 import { generateKey } from './keys/keygen.js'
 import { VERSION } from './version.js'
 

@@ -1,7 +1,7 @@
 /** Turns environment variables into a validated, typed configuration. Pure: no I/O, no exit. */
 import { isValidKey } from './keys/entry-check.js'
 import { LOG_LEVELS, type LogLevel } from './observe/log.js'
-import { describeRedis, parseRedisUrl, REDIS_FAILURE_MODES, type RedisAddress, type RedisFailureMode } from './limits/redis-url.js'
+import { describeRedis, parseRedisUrl, REDIS_FAILURE_MODES, type RedisAddress, type RedisFailureMode } from './redis/url.js'
 
 /** A user's configuration mistake: the entry point prints its message as one line and exits 1. */
 export class ConfigError extends Error {

@@ -1,7 +1,7 @@
 /** keygate's public API for embedding in your own server: everything the server itself uses. */
 export { createHandler, createHandlerMetrics, type Handler, type HandlerOptions, type Next } from './http/handler.js'
 export type { RoutePaths } from './http/routes.js'
-export { createKeyStore } from './keys/key-store.js'
+export { createKeyStore } from './key-table/key-store.js'
 export type { KeyEntry, KeyRecord, KeyStore } from './keys/store.js'
 export { isValidKey } from './keys/entry-check.js'
 export {
@@ -14,7 +14,7 @@ export {
   type KeysFileReloader,
   type KeysFileStore,
   type SwappableKeyStore,
-} from './keys/file.js'
+} from './keys-file/file.js'
 export { authenticate, extractCredential, type AuthFailure, type AuthResult } from './keys/auth.js'
 export { authorize, type Authorization } from './http/authorize.js'
 export { clientAddressOf } from './http/client.js'
@@ -26,7 +26,7 @@ export { canonicalPath, type CanonicalPath } from './http/canonical-path.js'
 export { compilePolicy, type Policy } from './keys/policy.js'
 export { compileRateLimit, createMemoryRateLimitStore, RATE_UNAVAILABLE, type MemoryRateLimitStore, type RateDecision, type RateLimit, type RateLimitSpec, type RateLimitStore } from './limits/rate-limit.js'
 export { createRedisLimits, type RedisLimits, type RedisLimitsOptions } from './limits/redis-store.js'
-export { parseRedisUrl, type RedisAddress, type RedisFailureMode } from './limits/redis-url.js'
-export { createProxy, type ProxyOptions } from './http/proxy.js'
+export { parseRedisUrl, type RedisAddress, type RedisFailureMode } from './redis/url.js'
+export { createProxy, type ProxyOptions } from './proxy/proxy.js'
 export type { Proxy, UpstreamError, UpstreamResult } from './http/forwarding.js'
-export { takeProxyTraffic } from './http/tunnel.js'
+export { takeProxyTraffic } from './proxy/tunnel.js'

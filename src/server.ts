@@ -6,10 +6,10 @@ import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { ConfigError, DEMO_KEY, loadConfig, settingsOf, throttleOptionsOf, type Config } from './config.js'
 import { createHandler, createHandlerMetrics, type Handler } from './http/handler.js'
-import { createKeyStore } from './keys/key-store.js'
+import { createKeyStore } from './key-table/key-store.js'
 import type { KeyStore } from './keys/store.js'
-import { checkKeysFile, createSwappableKeyStore, ENV_KEY_ID, KeysFileError, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys/file.js'
-import { findingsOf, keysFileWarnings } from './keys/findings.js'
+import { checkKeysFile, createSwappableKeyStore, ENV_KEY_ID, KeysFileError, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys-file/file.js'
+import { findingsOf, keysFileWarnings } from './keys-file/findings.js'
 import { collectGarbage } from './process/memory.js'
 import { createLogger, type Logger } from './observe/log.js'
 import { normalizeAddress } from './http/client.js'
@@ -99,8 +99,8 @@ async function serve(
     ? undefined
     : startKeysFileReloads({ ...loaded.reload, store: loaded.keys, log, onReload: (ok) => afterReload(ok, metrics) })
   const upstream = config.upstream
-  const proxyModule = upstream === undefined ? undefined : await import('./http/proxy.js')
-  const tunnelModule = upstream === undefined ? undefined : await import('./http/tunnel.js')
+  const proxyModule = upstream === undefined ? undefined : await import('./proxy/proxy.js')
+  const tunnelModule = upstream === undefined ? undefined : await import('./proxy/tunnel.js')
   const proxy = upstream && proxyModule?.createProxy({ upstream: upstream.url, timeoutMs: upstream.timeoutMs, maxBodyBytes: config.maxBodyBytes, trustProxy: config.trustProxy })
   const handler = createHandler({
     keys,
@@ -197,7 +197,7 @@ async function createLimits(config: Config, log: Logger, worker: typeof import('
   const throttle = throttleOptionsOf(config)
   const redis = config.redis
   if (redis !== undefined) {
-    const [{ createRedisLimits }, { describeRedis }] = await Promise.all([import('./limits/redis-store.js'), import('./limits/redis-url.js')])
+    const [{ createRedisLimits }, { describeRedis }] = await Promise.all([import('./limits/redis-store.js'), import('./redis/url.js')])
     const store = describeRedis(redis.address)
     const limits = createRedisLimits({
       redis: redis.address,

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { authenticate, authorize, createKeyStore, createLogger, createThrottle } from '../dist/index.js'
 import type { IncomingMessage } from 'node:http'
-import { KeysFileError, parseKeysFile } from '../dist/keys/file.js'
+import { KeysFileError, parseKeysFile } from '../dist/keys-file/file.js'
 import { startKeygate } from './helpers.js'
 
 const SCOPED = 'scoped-key-0123456789abcdef'

@@ -7,12 +7,12 @@
  * While Redis is away, `onFailure` decides: `local` counts in this process, `open` enforces
  * nothing, `closed` answers 503.
  */
-import { createRedisClient, defineScript, RedisUnavailableError, type RedisClient } from './redis-client.js'
-import type { RedisAddress, RedisFailureMode } from './redis-url.js'
+import { createRedisClient, defineScript, RedisUnavailableError, type RedisClient } from '../redis/client.js'
+import type { RedisAddress, RedisFailureMode } from '../redis/url.js'
 import { createMemoryRateLimitStore, decisionAt, GCRA_EPSILON_MS, RATE_UNAVAILABLE, type RateDecision, type RateLimit, type RateLimitStore } from './rate-limit.js'
 import { createSharedThrottle, type FailureVerdict } from './shared-throttle.js'
 import { createThrottle, THROTTLE_UNAVAILABLE, type Throttle } from './throttle.js'
-import type { Reply } from './resp.js'
+import type { Reply } from '../redis/resp.js'
 
 export interface RedisLimitsOptions {
   redis: RedisAddress

@@ -6,9 +6,9 @@
  */
 import { ByteStrings, Column } from './columns.js'
 import { DigestRows, indexDigestRows, NO_INDEX, repeatedDigest, type DigestIndex } from './digest-index.js'
-import { digestOf, MAX_KEY_LENGTH } from './entry-check.js'
-import type { Policy } from './policy.js'
-import type { KeyRecord, KeyStore } from './store.js'
+import { digestOf, MAX_KEY_LENGTH } from '../keys/entry-check.js'
+import type { Policy } from '../keys/policy.js'
+import type { KeyRecord, KeyStore } from '../keys/store.js'
 import { rateLimitFor, type RateLimit } from '../limits/rate-limit.js'
 
 /** An entry that passed every check, before it becomes a row (or is found to be one already). */

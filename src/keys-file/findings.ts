@@ -1,6 +1,6 @@
 /** What deserves an operator's look in a valid keys file: `keygate check` and startup report it. Pure. */
-import type { KeyStore } from './store.js'
-import { DigestKeyStore } from './key-table.js'
+import type { KeyStore } from '../keys/store.js'
+import { DigestKeyStore } from '../key-table/key-table.js'
 
 const DAY_MS = 86_400_000
 /** How far ahead an expiry is worth a warning. */

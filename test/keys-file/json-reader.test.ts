@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { isArrayValue } from '../../dist/keys/json-bytes.js'
-import { bytesSource, JsonSyntaxError, readDocument, type ByteSource } from '../../dist/keys/json-reader.js'
+import { isArrayValue } from '../../dist/key-table/flat-entry.js'
+import { bytesSource, JsonSyntaxError, readDocument, type ByteSource } from '../../dist/keys-file/json-reader.js'
 
 /** A source that hands over one byte per read: every token then crosses a window boundary. */
 const oneByteAtATime = (bytes: Buffer): ByteSource => {

@@ -6,11 +6,11 @@ import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { freePort, logLines, startServerProcess, waitFor } from './helpers.js'
-import { startUpstream, type Behaviour } from './upstream.js'
+import { freePort, logLines, startServerProcess, waitFor } from '../helpers.js'
+import { startUpstream, type Behaviour } from '../upstream.js'
 
 const KEY = 'proxy-failure-key-0123456789abc'
-const fixture = (name: string) => fileURLToPath(new URL(`../test/fixtures/${name}`, import.meta.url))
+const fixture = (name: string) => fileURLToPath(new URL(`../../test/fixtures/${name}`, import.meta.url))
 
 async function keygateFor(t: TestContext, upstreamUrl: string, env: Record<string, string> = {}) {
   return startServerProcess(t, { UPSTREAM_URL: upstreamUrl, API_KEY: KEY, ...env })

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto'
 import { connect as connectTcp, isIP, type Socket } from 'node:net'
 import { connect as connectTls } from 'node:tls'
 import { encodeCommand, RedisReplyError, ReplyParser, type Reply } from './resp.js'
-import type { RedisAddress } from './redis-url.js'
+import type { RedisAddress } from './url.js'
 
 export interface RedisClientOptions extends RedisAddress {
   /** Deadline of every command, and of connecting (`REDIS_TIMEOUT_MS`). */

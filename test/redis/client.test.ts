@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { createRedisClient, defineScript, RedisUnavailableError, type RedisClient, type RedisClientOptions } from '../../dist/limits/redis-client.js'
-import { RedisReplyError } from '../../dist/limits/resp.js'
-import { parseRedisUrl } from '../../dist/limits/redis-url.js'
+import { createRedisClient, defineScript, RedisUnavailableError, type RedisClient, type RedisClientOptions } from '../../dist/redis/client.js'
+import { RedisReplyError } from '../../dist/redis/resp.js'
+import { parseRedisUrl } from '../../dist/redis/url.js'
 import { waitFor } from '../helpers.js'
 import { REDIS, startRedis } from '../redis-server.js'
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { test } from 'node:test'
-import { createDigestIndex } from '../../dist/keys/digest-index.js'
+import { createDigestIndex } from '../../dist/key-table/digest-index.js'
 
 const randomDigest = () => randomBytes(32).toString('latin1')
 

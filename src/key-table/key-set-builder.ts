@@ -6,12 +6,12 @@ import { repeatedStrings } from './columns.js'
 import {
   digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, policyOf, rateLimitOf, where,
   type KeyEntry,
-} from './entry-check.js'
+} from '../keys/entry-check.js'
 import { hexToWords } from './digest-index.js'
-import { isArrayValue, plainStrings } from './json-bytes.js'
+import { isArrayValue, plainStrings } from './flat-entry.js'
 import { DigestKeyStore, INHERIT, KeyColumns, KeyTable, NO_LIMIT, type CheckedEntry } from './key-table.js'
-import { compilePolicy, type Policy } from './policy.js'
-import type { KeyStore } from './store.js'
+import { compilePolicy, type Policy } from '../keys/policy.js'
+import type { KeyStore } from '../keys/store.js'
 import { compileRateLimit, type RateLimit, type RateLimitSpec } from '../limits/rate-limit.js'
 
 /** What every entry without rules or a limit of its own gets (the keys file's `defaults`). */

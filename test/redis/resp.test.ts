@@ -1,7 +1,7 @@
 /** The RESP2 encoder and the incremental reply parser, byte by byte. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { encodeCommand, RedisReplyError, ReplyParser, RespProtocolError, type Reply } from '../../dist/limits/resp.js'
+import { encodeCommand, RedisReplyError, ReplyParser, RespProtocolError, type Reply } from '../../dist/redis/resp.js'
 
 function parseAll(chunks: Array<string | Buffer>): Reply[] {
   const replies: Reply[] = []

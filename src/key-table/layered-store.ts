@@ -4,11 +4,11 @@
  * only the rest are built anew, as a small second set. A lookup asks both, always. When too much
  * has changed, the caller builds the whole set afresh instead. Pure: no I/O.
  */
-import { where, type KeyEntry } from './entry-check.js'
+import { where, type KeyEntry } from '../keys/entry-check.js'
 import { KeySetBuilder, type FinishOptions } from './key-set-builder.js'
 import { DigestKeyStore, digestToLookUp, KeyTable, type CheckedEntry } from './key-table.js'
-import type { Policy } from './policy.js'
-import type { KeyRecord, KeyStore } from './store.js'
+import type { Policy } from '../keys/policy.js'
+import type { KeyRecord, KeyStore } from '../keys/store.js'
 
 // Below this many keys a whole new set is cheap: layers are for big ones.
 const MIN_LAYERED_KEYS = 65_536

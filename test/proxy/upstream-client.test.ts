@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
-import { createUpstreamClient, type AnswerHead } from '../../dist/http/upstream-client.js'
+import { createUpstreamClient, type AnswerHead } from '../../dist/proxy/upstream-client.js'
 
 /** A service that answers each request head it reads with `answer(requestText)`, as raw bytes. */
 async function rawService(t: TestContext, answer: (request: string, socket: Socket) => string | undefined) {

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict'
 import { connect } from 'node:net'
 import { test, type TestContext } from 'node:test'
-import { logLines, rawRequest, startServerProcess, waitFor } from './helpers.js'
-import { sha256, startUpstream, writeKeysFile, type Behaviour } from './upstream.js'
+import { logLines, rawRequest, startServerProcess, waitFor } from '../helpers.js'
+import { sha256, startUpstream, writeKeysFile, type Behaviour } from '../upstream.js'
 
 const KEY = 'proxy-key-0123456789abcdefghij'
 const SCOPED = 'proxy-scoped-0123456789abcdefgh'
@@ -163,7 +163,7 @@ test('each proxied request is one access line with upstreamStatus and upstreamMs
 })
 
 test('a bad UPSTREAM_URL stops startup with one line', async (t) => {
-  const { runNode } = await import('./helpers.js')
+  const { runNode } = await import('../helpers.js')
   for (const [value, message] of [['ftp://x', /UPSTREAM_URL must start with http:\/\/ or https:\/\//], ['http://u:p@x', /must not hold a user or password/], ['not a url', /UPSTREAM_URL must be a URL/]] as const) {
     const child = runNode(t, { UPSTREAM_URL: value, API_KEY: KEY })
     assert.equal(await child.exited, 1)

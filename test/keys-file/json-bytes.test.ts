@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { FlatObject, isArrayValue, plainStrings } from '../../dist/keys/json-bytes.js'
+import { isArrayValue, plainStrings } from '../../dist/key-table/flat-entry.js'
+import { FlatObject } from '../../dist/keys-file/json-bytes.js'
 
 // The object is scanned where it lies in the file, after the entry before it: offsets are the
 // file's, and a scan that stops short of the object must not find the brace of that entry.

@@ -7,7 +7,7 @@
  * client's text: the upstream client writes the framing it uses.
  */
 import type { IncomingMessage } from 'node:http'
-import { METHOD_OVERRIDE_HEADERS } from './original-request.js'
+import { METHOD_OVERRIDE_HEADERS } from '../http/original-request.js'
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
 // keygate sets these itself; a client's own would lie to the service.

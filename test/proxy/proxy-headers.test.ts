@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import type { IncomingMessage } from 'node:http'
 import { test } from 'node:test'
-import { ambiguityOf, downstreamHeaders, upstreamHeaders, type ForwardFacts } from '../../dist/http/proxy-headers.js'
+import { ambiguityOf, downstreamHeaders, upstreamHeaders, type ForwardFacts } from '../../dist/proxy/proxy-headers.js'
 
 const FACTS: ForwardFacts = { keyId: 'billing', requestId: 'rid-1', dropAuthorization: true, trustProxy: 0, proto: 'http', tunnel: false }
 

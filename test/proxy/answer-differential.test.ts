@@ -10,7 +10,7 @@ import { once } from 'node:events'
 import { request } from 'node:http'
 import { createServer, type AddressInfo } from 'node:net'
 import { test, type TestContext } from 'node:test'
-import { createUpstreamClient } from '../../dist/http/upstream-client.js'
+import { createUpstreamClient } from '../../dist/proxy/upstream-client.js'
 
 const OK = 'HTTP/1.1 200 OK\r\n'
 const CHUNKED = `${OK}Transfer-Encoding: chunked\r\n\r\n`

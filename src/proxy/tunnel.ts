@@ -6,7 +6,7 @@
 import { ServerResponse, type ClientRequest, type IncomingMessage, type Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { oweContinue } from './body.js'
+import { oweContinue } from '../http/body.js'
 import { downstreamHeaders, type ForwardFacts } from './proxy-headers.js'
 
 export interface Upgrade {

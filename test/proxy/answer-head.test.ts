@@ -1,7 +1,7 @@
 /** The head of a service's answer on a table: status, framing, and whether the connection may be reused. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { hasBareLineFeed, isChunkSizeLine, isTrailerLine, parseAnswerHead } from '../../dist/http/answer-head.js'
+import { hasBareLineFeed, isChunkSizeLine, isTrailerLine, parseAnswerHead } from '../../dist/proxy/answer-head.js'
 
 const H = (status: string, ...fields: string[]) => [`HTTP/1.1 ${status}`, ...fields].join('\r\n')
 const H10 = (status: string, ...fields: string[]) => [`HTTP/1.0 ${status}`, ...fields].join('\r\n')

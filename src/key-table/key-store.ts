@@ -1,7 +1,7 @@
 /** A key store built from entries checked one by one into packed columns (key-set-builder.ts, key-table.ts). Pure: no I/O. */
 import { KeySetBuilder } from './key-set-builder.js'
-import type { KeyEntry } from './entry-check.js'
-import type { KeyStore } from './store.js'
+import type { KeyEntry } from '../keys/entry-check.js'
+import type { KeyStore } from '../keys/store.js'
 
 /**
  * Builds a store from entries (and the rules of requests that need no key); throws a `TypeError`
