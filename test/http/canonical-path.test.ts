@@ -51,6 +51,8 @@ for (const [raw, refusal] of [
   ['/v1/%', 'bad escape'],
   ['/v1/%4', 'bad escape'],
   ['/v1/%zz', 'bad escape'],
+  ['/v1/%2-', 'bad escape'], // a byte below '0' is no hex digit (not a low byte)
+  ['/v1/%-2', 'bad escape'],
   ['/v1/%C3', 'bad escape'],
   ['/v1/%G1', 'bad escape'],
   ['/v1/%1G', 'bad escape'],

@@ -31,6 +31,14 @@ test('a new window starts after the old one ends', () => {
   assert.equal(throttle.retryAfterS('c', T0 + 1601), 1)
 })
 
+test('a block ends at the window\'s last millisecond: the next one is free', () => {
+  const throttle = createThrottle({ limit: 1, windowMs: 1000, maxClients: 10 })
+  throttle.recordFailure('c', T0)
+  assert.equal(throttle.retryAfterS('c', T0 + 999), 1)
+  assert.equal(throttle.retryAfterS('c', T0 + 1000), 0)
+  assert.equal(throttle.size, 0, 'and its window is forgotten')
+})
+
 test('tracks at most maxClients, dropping the stalest first', () => {
   const throttle = createThrottle({ limit: 2, windowMs: 60_000, maxClients: 3 })
   for (const client of ['a', 'b', 'c']) {
@@ -61,6 +69,7 @@ for (const [address, key] of [
   ['2001:0db8:0001:0002::1', '2001:db8:1:2::/64'],
   ['2001:DB8:1:2::9', '2001:db8:1:2::/64'],
   ['2001:db8::1', '2001:db8:0:0::/64'],
+  ['2001:db8:1:2::', '2001:db8:1:2::/64'], // nothing after ::
   ['::1', '0:0:0:0::/64'],
   ['fe80::1%eth0', 'fe80:0:0:0::/64'],
   ['64:ff9b::192.0.2.1', '64:ff9b:0:0::/64'],
