@@ -5,7 +5,7 @@ import { createServer, type RequestListener, type Server } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
-import { createHandler, type HandlerOptions } from '../dist/http/handler.js'
+import { createHandler, type HandlerOptions } from '../dist/index.js'
 import { createKeyStore } from '../dist/index.js'
 
 export const TEST_KEY = 'test-key-0123456789abcdef'

@@ -1,45 +1,17 @@
 /** `createHandler()`: routes by method and path, authenticates, answers with prepared replies. */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { discardBody, hasUnreadBody, MAX_BODY_BYTES, takeContinue } from './body.js'
-import type { Proxy } from './forwarding.js'
-import { clientAddressOf } from './client.js'
-import { createMemoryRateLimitStore, type RateLimitStore } from '../limits/rate-limit.js'
-import type { KeyStore } from '../keys/store.js'
 import { silentLogger, type Logger } from '../observe/log.js'
-import { FAILURE_REASONS, ROUTE_NAMES, createMetrics, type Metrics, type MetricsSnapshot } from '../observe/metrics.js'
+import { ROUTE_NAMES } from '../observe/metrics.js'
+import { createMemoryRateLimitStore } from '../limits/rate-limit.js'
+import { discardBody, hasUnreadBody, MAX_BODY_BYTES, takeContinue } from './body.js'
+import type { Context } from './gate.js'
+import { createHandlerMetrics, validateOptions, type HandlerOptions } from './handler-options.js'
+import { EXPECTATION_FAILED, MALFORMED, REPLY, type Outcome } from './replies.js'
+import { createRequestRecorder, RequestContext } from './request-record.js'
 import { requestIdOf, sendReply } from './respond.js'
-import { claimedVariant, createRoutes, EXPECTATION_FAILED, MALFORMED, PROXY_MODE_ROUTES, REPLY, resolveRoutePaths, type Context, type Outcome, type RouteEntry, type RoutePaths } from './routes.js'
-import type { Throttle } from '../limits/throttle.js'
-
-export interface HandlerOptions {
-  /** The keys that unlock `/data` and `/auth`. */
-  keys: KeyStore
-  /** Receives one `request` line per answered request (at `info`) and route errors. Default: silent. */
-  log?: Logger
-  /** Blocks clients after repeated failures (429). Default: no throttling. */
-  throttle?: Throttle
-  /** Proxy hops trusted in `X-Forwarded-For` to find the client address. Default 0: the socket peer. */
-  trustProxy?: number
-  /** Where requests are counted. Default: counters of this handler's own. */
-  metrics?: Metrics
-  /** What `GET /metrics` shows. Default: this process's snapshot; a cluster worker asks for the whole server. */
-  collectMetrics?: () => MetricsSnapshot | Promise<MetricsSnapshot>
-  /**
-   * The built-in routes this handler owns: each at another path, or `false` to leave that path to
-   * the host app. Default `{ data: '/data', healthz: '/healthz', auth: '/auth', metrics: '/metrics' }`.
-   */
-  routes?: RoutePaths
-  /** Where the per-key rate-limit state lives. Default: this handler's memory. */
-  rateLimits?: RateLimitStore
-  /**
-   * Proxy mode: every path but keygate's own goes to this service, once allowed (from
-   * `createProxy`); paths under `/_keygate/` that are no route of keygate's get 404. `next` is never called.
-   */
-  proxy?: Proxy
-  /** Request bodies above this get 413 on keygate's own routes (default 1 MiB). */
-  maxBodyBytes?: number
-}
+import { claimedVariant, PROXY_MODE_ROUTES, resolveRoutePaths } from './route-paths.js'
+import { createRoutes, type RouteEntry } from './routes.js'
 
 /** Connect/Express-style continuation: called for paths keygate does not own. */
 export type Next = (err?: unknown) => void
@@ -47,7 +19,6 @@ export type Next = (err?: unknown) => void
 export type Handler = (req: IncomingMessage, res: ServerResponse, next?: Next) => void
 
 const OTHER_ROUTE = ROUTE_NAMES.indexOf('other')
-const FAILURE_INDEX: Record<string, number> = Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, i]))
 
 /** Creates the keygate request handler; unmatched paths go to `next` when given, else 404. */
 export function createHandler(options: HandlerOptions): Handler {
@@ -55,19 +26,12 @@ export function createHandler(options: HandlerOptions): Handler {
   const metrics = options.metrics ?? createHandlerMetrics(keys, throttle, log)
   const localSnapshot = () => metrics.snapshot()
   const paths = resolveRoutePaths(options.routes ?? (options.proxy === undefined ? undefined : PROXY_MODE_ROUTES))
-  const routes = createRoutes(keys, throttle, options.collectMetrics ?? localSnapshot, localSnapshot, paths, options.rateLimits ?? createMemoryRateLimitStore(), options.proxy)
+  const rateLimits = options.rateLimits ?? createMemoryRateLimitStore()
+  const routes = createRoutes({ keys, throttle, rateLimits, collectMetrics: options.collectMetrics ?? localSnapshot, localSnapshot, proxy: options.proxy }, paths)
   const maxBodyBytes = options.maxBodyBytes || MAX_BODY_BYTES
   const claimed = claimedVariant(paths)
-  const logging = log.enabled('info')
 
-  /** Counts and logs one answered request. */
-  const finish = (req: IncomingMessage, res: ServerResponse, path: string, routeIndex: number, startedMs: number, context: Context, outcome?: Outcome) => {
-    const ms = performance.now() - startedMs
-    const failure = outcome === undefined || outcome.ok ? -1 : (FAILURE_INDEX[outcome.reason] ?? -1)
-    metrics.recordRequest(routeIndex, res.statusCode, ms / 1000, failure)
-    if (context.upstream !== undefined) metrics.recordUpstream(context.upstream.status, context.upstream.error)
-    if (logging) logRequest(log, req, res, path, ms, context, outcome)
-  }
+  const finish = createRequestRecorder(metrics, log)
   const dispatch = (req: IncomingMessage, res: ServerResponse, entry: RouteEntry | undefined, path: string, startedMs: number, context: Context, bodyUnread = false) => {
     let outcome: Outcome | undefined | Promise<Outcome>
     try {
@@ -133,54 +97,6 @@ function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
   else res.once('finish', close)
 }
 
-/** What a route needs beyond `req`; the client's address is worked out only if something asks for it. */
-class RequestContext implements Context {
-  private address: string | undefined
-  original: Context['original'] = undefined
-
-  constructor(
-    readonly requestId: string,
-    private readonly req: IncomingMessage,
-    private readonly trustProxy: number,
-  ) {}
-
-  get client(): string {
-    this.address ??= clientAddressOf(this.req, this.trustProxy)
-    return this.address
-  }
-}
-
-/** Counters whose gauges read these keys, throttle, logger (and limits store): what a handler counts by default. */
-export function createHandlerMetrics(keys: KeyStore, throttle: Throttle | undefined, log: Logger, store?: { up(): number; errors(): number }): Metrics {
-  return createMetrics({
-    keysLoaded: () => keys.size,
-    throttleClients: () => throttle?.size ?? 0,
-    logLinesDropped: () => log.dropped,
-    ...(store !== undefined && { limitsStoreUp: store.up, limitsStoreErrors: store.errors }),
-  })
-}
-
-function validateOptions(options: HandlerOptions): HandlerOptions {
-  const fail = (message: string) => new TypeError(`createHandler(options): ${message}`)
-  if (options === null || typeof options !== 'object') throw fail('options must be an object')
-  if (typeof options.keys?.lookup !== 'function') throw fail('keys must be a key store from createKeyStore()')
-  if (options.log !== undefined && typeof options.log.info !== 'function') throw fail('log must be a logger from createLogger()')
-  if (options.throttle !== undefined && typeof options.throttle.recordFailure !== 'function') {
-    throw fail('throttle must come from createThrottle()')
-  }
-  if (options.routes !== undefined && (options.routes === null || typeof options.routes !== 'object')) throw fail('routes must be an object of paths')
-  try {
-    resolveRoutePaths(options.routes)
-  } catch (error) {
-    throw fail((error as Error).message)
-  }
-  const { trustProxy } = options
-  if (trustProxy !== undefined && (!Number.isSafeInteger(trustProxy) || trustProxy < 0)) {
-    throw fail('trustProxy must be a whole number of proxy hops (0 or more)')
-  }
-  return options
-}
-
 // Node's test for a request that waits for 100 Continue; any other expectation cannot be met (RFC 9110 section 10.1.1).
 const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i
 
@@ -224,36 +140,3 @@ function sendInternalError(req: IncomingMessage, res: ServerResponse, requestId:
   else sendReply(req, res, REPLY.internalError, requestId)
 }
 
-const MAX_LOGGED_PATH = 256
-
-function logRequest(
-  log: Logger,
-  req: IncomingMessage,
-  res: ServerResponse,
-  path: string,
-  ms: number,
-  context: Context,
-  outcome: Outcome | undefined,
-): void {
-  log.access({
-    method: req.method,
-    path: path.length > MAX_LOGGED_PATH ? path.slice(0, MAX_LOGGED_PATH) : path,
-    status: res.statusCode,
-    ms,
-    keyId: outcome?.keyId || undefined, // a public request has no key
-    reason: outcome?.ok === false ? outcome.reason : undefined,
-    client: context.client,
-    requestId: context.requestId,
-    // The route's own reading of it: canonical, without the query (which may hold secrets).
-    ...(context.original !== undefined && context.original !== 'ambiguous' && {
-      originalMethod: context.original.method,
-      originalPath: context.original.path.slice(0, MAX_LOGGED_PATH),
-    }),
-    ...(context.upstream !== undefined && {
-      upstreamStatus: context.upstream.status,
-      upstreamMs: context.upstream.ms,
-      upstreamError: context.upstream.error,
-      upstreamErrorCode: context.upstream.code,
-    }),
-  })
-}

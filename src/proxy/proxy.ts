@@ -11,9 +11,10 @@ import { takeContinue } from '../http/body.js'
 import { endWith } from '../http/respond.js'
 import { ambiguityOf, downstreamHeaders, upstreamHeaders, type ForwardFacts } from './proxy-headers.js'
 import type { Proxy, ProxyReplies, UpstreamError, UpstreamResult } from '../http/forwarding.js'
-import { PROXY_REPLIES } from '../http/routes.js'
+import { PROXY_REPLIES } from '../http/replies.js'
 import { tunnel, upgradeOf } from './tunnel.js'
-import { createUpstreamClient, type Call, type RequestFraming } from './upstream-client.js'
+import type { Call, RequestFraming } from './upstream-call.js'
+import { createUpstreamClient } from './upstream-client.js'
 
 export interface ProxyOptions {
   /** `UPSTREAM_URL`: http or https, host, port and an optional base path. */
