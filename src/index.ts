@@ -5,17 +5,15 @@ export type { RoutePaths } from './http/route-paths.js'
 export { createKeyStore } from './key-table/key-store.js'
 export type { KeyEntry, KeyRecord, KeyStore } from './keys/store.js'
 export { isValidKey } from './keys/entry-check.js'
+export { KeysFileError, loadKeysFile, parseKeysFile } from './keys-file/file.js'
 export {
   createKeysFileStore,
   createSwappableKeyStore,
-  KeysFileError,
-  loadKeysFile,
-  parseKeysFile,
   startKeysFileReloads,
   type KeysFileReloader,
   type KeysFileStore,
   type SwappableKeyStore,
-} from './keys-file/file.js'
+} from './keys-file/reload.js'
 export { authenticate, extractCredential, type AuthFailure, type AuthResult } from './keys/auth.js'
 export { authorize, type Authorization } from './http/authorize.js'
 export { clientAddressOf } from './http/client.js'

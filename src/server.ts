@@ -1,38 +1,25 @@
 #!/usr/bin/env node
 /** Entry point: configuration from the environment, the server (or the cluster), signals and clean shutdown. */
-import { createServer, type Server, type ServerOptions } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
-import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import { availableParallelism } from 'node:os'
-import { ConfigError, DEMO_KEY, loadConfig, settingsOf, throttleOptionsOf, type Config } from './config.js'
-import { createHandler, type Handler } from './http/handler.js'
+import { loadConfig, settingsOf, type Config } from './config.js'
+import { createHandler } from './http/handler.js'
 import { createHandlerMetrics } from './http/handler-options.js'
-import { createKeyStore } from './key-table/key-store.js'
-import type { KeyStore } from './keys/store.js'
-import { checkKeysFile, createSwappableKeyStore, ENV_KEY_ID, KeysFileError, loadKeysFile, startKeysFileReloads, type SwappableKeyStore } from './keys-file/file.js'
-import { findingsOf, keysFileWarnings } from './keys-file/findings.js'
-import { collectGarbage } from './process/memory.js'
-import { createLogger, type Logger } from './observe/log.js'
-import { normalizeAddress } from './http/client.js'
 import { answerClientError } from './http/respond.js'
-import { createThrottle, type Throttle } from './limits/throttle.js'
-import type { RateLimitStore } from './limits/rate-limit.js'
-import type { TlsPair } from './process/tls.js'
-import { nodeVersionProblem, VERSION } from './version.js'
+import { startKeysFileReloads } from './keys-file/reload.js'
+import { createLogger, type Logger } from './observe/log.js'
+import { exitOnConfigError, exitOnListenError } from './process/exits.js'
+import { clientOfSocket, createHttpServer, listen, urlOf, type TlsModule } from './process/http-server.js'
+import { afterReload, checkKeys, loadKeys, warnAboutKeys } from './process/keys.js'
+import { createLimits } from './process/limits.js'
+import { collectGarbage } from './process/memory.js'
+import { holdSighup, shutdown } from './process/shutdown.js'
+import { nodeVersionProblem } from './version.js'
 
 // node:cluster, node:https (with TLS) and their modules load only when configured: each costs
 // startup time, and time to the first answer is part of what keygate promises.
-type TlsModule = typeof import('./process/tls.js')
 type ClusterRole = { primary: true } | { primary: false; worker: number }
-
-// How often node:http looks for connections past their headers or request timeout (its default
-// is 30 s): a quarter of the headers timeout, so a slow client is closed within 1.25 times it.
-const MAX_TIMEOUT_CHECK_INTERVAL_MS = 1000
-const MIN_TIMEOUT_CHECK_INTERVAL_MS = 10
-// On shutdown, keep-alive connections get this long to send their next request (answered with
-// `Connection: close`) before idle ones are closed: closing at once could reset a request in transit.
-const MAX_DRAIN_GRACE_MS = 1000
-const CLOSE_IDLE_EVERY_MS = 50
 
 async function main(): Promise<void> {
   // First: on an older Node the rest fails with a stack trace instead of saying what is wrong.
@@ -150,195 +137,6 @@ async function serve(
   // A worker stops when the primary says so, after the connections the primary handed it; a
   // signal that reaches the whole process group (Ctrl-C, systemd) must not make it stop sooner.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => (intake === undefined ? stop(signal) : undefined))
-}
-
-/** Until the real handler is installed, a SIGHUP (whose default action is exit) is remembered, then handled. */
-function holdSighup(): (handler: () => void) => void {
-  let pending = false
-  const hold = () => {
-    pending = true
-  }
-  process.on('SIGHUP', hold)
-  return (handler) => {
-    process.off('SIGHUP', hold)
-    process.on('SIGHUP', handler)
-    if (pending) handler()
-  }
-}
-
-// Connections this process accepted: the 'stopped' line says how many, to show that none was dropped.
-const accepted = { connections: 0 }
-
-function listen(server: Server, config: Config, log: Logger, fields: Record<string, string | number>): void {
-  server.on('connection', () => accepted.connections++)
-  server.on('error', (error: NodeJS.ErrnoException) => exitOnListenError(error, config, log))
-  server.listen(config.port, config.host, () => {
-    const { port } = server.address() as AddressInfo
-    log.info('listening', { url: urlOf(config, port), version: VERSION, node: process.version, ...fields, pid: process.pid })
-  })
-}
-
-function clientOfSocket(socket: Socket): string {
-  const peer = socket.remoteAddress ?? ''
-  return normalizeAddress(peer) ?? peer
-}
-
-interface Limits {
-  throttle?: Throttle
-  /** Default (undefined): the handler's memory. */
-  rateLimits?: RateLimitStore
-  store?: { up(): number; errors(): number }
-}
-
-/**
- * Where the limit counters live: Redis with `REDIS_URL`, else the cluster primary in a worker,
- * else this process's memory. Waits briefly for Redis, and serves without it (as configured).
- */
-async function createLimits(config: Config, log: Logger, worker: typeof import('./process/cluster-worker.js') | undefined): Promise<Limits> {
-  const throttle = throttleOptionsOf(config)
-  const redis = config.redis
-  if (redis !== undefined) {
-    const [{ createRedisLimits }, { describeRedis }] = await Promise.all([import('./limits/redis-store.js'), import('./redis/url.js')])
-    const store = describeRedis(redis.address)
-    const limits = createRedisLimits({
-      redis: redis.address,
-      timeoutMs: redis.timeoutMs,
-      prefix: redis.prefix,
-      onFailure: redis.onFailure,
-      throttle,
-      onStateChange: (up, reason) =>
-        up ? log.info('limits store reachable', { store }) : log.warn('limits store unreachable', { store, reason, onFailure: redis.onFailure }),
-    })
-    await limits.whenUp(redis.timeoutMs)
-    return { throttle: limits.throttle, rateLimits: limits.rateLimits, store: { up: () => (limits.up ? 1 : 0), errors: () => limits.errors } }
-  }
-  if (worker !== undefined) return worker.connectWorkerLimits(throttle)
-  return { throttle: throttle && createThrottle(throttle) }
-}
-
-/** An HTTP server, or HTTPS when the pair is given, with the configured timeouts; it does not listen yet. */
-function createHttpServer(config: Config, handler: Handler, tls: { module: TlsModule; pair: TlsPair } | undefined): Server {
-  const options: ServerOptions = {
-    // The handler answers a missing Host itself (400 with keygate's headers, logged and counted).
-    requireHostHeader: false,
-    headersTimeout: config.headersTimeoutMs,
-    requestTimeout: config.requestTimeoutMs,
-    keepAliveTimeout: config.keepAliveTimeoutMs,
-    connectionsCheckingInterval: Math.max(
-      MIN_TIMEOUT_CHECK_INTERVAL_MS,
-      Math.min(MAX_TIMEOUT_CHECK_INTERVAL_MS, Math.floor(config.headersTimeoutMs / 4)),
-    ),
-  }
-  return tls === undefined ? createServer(options, handler) : tls.module.createHttpsServer(options, handler, tls.pair)
-}
-
-type LoadedKeys =
-  | { keys: KeyStore; reload?: undefined; warnings?: undefined }
-  | { keys: SwappableKeyStore; reload: { file: string; envKey?: string; contentDigest: string }; warnings: string[] }
-
-/** The key store for the configuration: the keys file (with what reloads need) plus `API_KEY`, or the demo key. */
-function loadKeys(config: Config): LoadedKeys {
-  if (config.keysFile === undefined) {
-    const id = config.demo ? 'demo' : ENV_KEY_ID
-    return { keys: createKeyStore([{ id, key: config.apiKey ?? DEMO_KEY }]) }
-  }
-  const { store, contentDigest, fileKeys } = loadKeysFile(config.keysFile, config.apiKey)
-  const warnings = keysFileWarnings(config.keysFile, findingsOf(store, Date.now(), fileKeys))
-  return { keys: createSwappableKeyStore(store), reload: { file: config.keysFile, envKey: config.apiKey, contentDigest }, warnings }
-}
-
-/**
- * What the primary knows of the keys: that they load, and what to warn about. In a function of its
- * own, so that nothing of the set is left in a frame still running when the garbage is collected.
- */
-function checkKeys(config: Config, log: Logger): void {
-  if (config.keysFile === undefined) return
-  const file = config.keysFile
-  const { findings } = exitOnConfigError(() => checkKeysFile(file, Date.now(), config.apiKey), log)
-  for (const warning of keysFileWarnings(file, findings)) log.warn(warning)
-}
-
-/** A reload is counted; the set it replaced (or the one it failed to make) leaves memory at once. */
-function afterReload(ok: boolean, metrics: { recordKeyReload(ok: boolean): void }): void {
-  metrics.recordKeyReload(ok)
-  collectGarbage()
-}
-
-/** One warning for each kind of key that deserves a look (what `keygate check` reports). */
-function warnAboutKeys(loaded: LoadedKeys, log: Logger): void {
-  for (const warning of loaded.warnings ?? []) log.warn(warning)
-}
-
-/** Runs `load`; a `ConfigError` or `KeysFileError` (a user's mistake) becomes one stderr line and exit 1, anything else a crash. */
-function exitOnConfigError<T>(load: () => T, log?: Logger): T {
-  try {
-    return load()
-  } catch (error) {
-    if (!(error instanceof ConfigError) && !(error instanceof KeysFileError)) throw error
-    log?.flush()
-    process.stderr.write(`keygate: ${error.message}\n`)
-    process.exit(1)
-  }
-}
-
-function exitOnListenError(error: NodeJS.ErrnoException, config: Config, log: Logger): void {
-  const reasons: Record<string, string> = {
-    EADDRINUSE: `PORT ${config.port} is already in use on ${config.host}`,
-    EACCES: `PORT ${config.port} needs privileges this process does not have`,
-    EADDRNOTAVAIL: `HOST ${config.host} is not an address of this machine`,
-    ENOTFOUND: `HOST ${config.host} does not resolve`,
-  }
-  const reason = error.code === undefined ? undefined : reasons[error.code]
-  if (reason === undefined) throw error
-  log.flush()
-  process.stderr.write(`keygate: ${reason}\n`)
-  process.exit(1)
-}
-
-function urlOf(config: Config, port: number): string {
-  const host = config.host.includes(':') ? `[${config.host}]` : config.host
-  return `${config.tls ? 'https' : 'http'}://${host}:${port}`
-}
-
-/**
- * Stops accepting, answers every request already received (with `Connection: close`), gives
- * keep-alive connections a short grace to send their next request, closes idle ones, then exits 0;
- * exit 1 when `timeoutMs` passes first.
- */
-function shutdown(
-  server: Server,
-  log: Logger,
-  timeoutMs: number,
-  signal: NodeJS.Signals,
-  { dropHandshakes, whenDrained, dropIdle }: { dropHandshakes?: () => void; whenDrained?: (done: () => void) => void; dropIdle?: () => void },
-): void {
-  log.info('shutting down', { signal, timeoutMs })
-  // A TLS connection still in its handshake has sent no request: nothing is lost by closing it.
-  dropHandshakes?.()
-  server.prependListener('request', (_req, res) => res.setHeader('connection', 'close'))
-  const exit = (code: number): never => {
-    log.flush()
-    process.exit(code)
-  }
-  const stopped = () => {
-    log.info('stopped', { signal, ...(whenDrained === undefined && { acceptedConnections: accepted.connections }) })
-    exit(0)
-  }
-  // net.Server's close stops accepting without http.Server's closeIdleConnections(), which would
-  // cut a connection whose next request is already on its way. A cluster worker has no listening
-  // socket to close: the primary has stopped accepting, and it waits for its connections instead.
-  if (whenDrained === undefined) NetServer.prototype.close.call(server, stopped)
-  else whenDrained(stopped)
-  const graceMs = Math.min(MAX_DRAIN_GRACE_MS, Math.floor(timeoutMs / 4))
-  setTimeout(() => {
-    server.closeIdleConnections()
-    dropIdle?.()
-    setInterval(() => server.closeIdleConnections(), CLOSE_IDLE_EVERY_MS).unref()
-  }, graceMs).unref()
-  setTimeout(() => {
-    log.error('shutdown timed out: requests still in flight were cut off', { timeoutMs })
-    exit(1)
-  }, timeoutMs).unref()
 }
 
 await main()

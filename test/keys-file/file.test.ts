@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { test, type TestContext } from 'node:test'
 import { createKeyStore } from '../../dist/index.js'
-import { KeysFileError, createSwappableKeyStore, loadKeysFile, parseKeysFile, watchKeysFile } from '../../dist/keys-file/file.js'
+import { KeysFileError, loadKeysFile, parseKeysFile } from '../../dist/keys-file/file.js'
+import { createSwappableKeyStore, watchKeysFile } from '../../dist/keys-file/reload.js'
 import { waitFor } from '../helpers.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
