@@ -1,7 +1,8 @@
 /** The keys file: reading and validating it into a key set (reload.ts keeps one in service). */
 import { createHash } from 'node:crypto'
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
-import { bytesSource, JsonSyntaxError, readDocument, type ByteSource } from './json-reader.js'
+import { bytesSource, JsonSyntaxError, type ByteSource } from './byte-window.js'
+import { readDocument } from './json-reader.js'
 import { isValidKeyId, type KeyEntry } from '../keys/entry-check.js'
 import { KeySetBuilder, type KeyDefaults } from '../key-table/key-set-builder.js'
 import type { KeyTable } from '../key-table/key-table.js'

@@ -7,24 +7,9 @@
  * description that never quotes the text (a keys file may hold secrets). Iterative, so deep
  * nesting cannot overflow the stack. Pure but for the source it is given.
  */
-import { BACKSLASH, CLOSE_ARRAY, CLOSE_OBJECT, COLON, COMMA, FLAT_LOOKAHEAD, FlatObject, NEWLINE, OPEN_ARRAY, OPEN_OBJECT, QUOTE } from './json-bytes.js'
+import { BACKSLASH, CLOSE_ARRAY, CLOSE_OBJECT, COLON, COMMA, FLAT_LOOKAHEAD, FlatObject, OPEN_ARRAY, OPEN_OBJECT, QUOTE } from './json-bytes.js'
+import { ByteWindow, type ByteSource } from './byte-window.js'
 import { ValueBuilder } from './json-values.js'
-
-/** Where the bytes come from: `read` fills `into` from `at` on and says how many bytes it put there (0: the end). */
-export type ByteSource = (into: Buffer, at: number) => number
-
-export class JsonSyntaxError extends Error {
-  override name = 'JsonSyntaxError'
-  constructor(
-    message: string,
-    readonly line: number,
-    readonly column: number,
-    /** For a field given twice: its name, for the caller to quote or not. */
-    readonly duplicate?: string,
-  ) {
-    super(message)
-  }
-}
 
 export interface DocumentHandlers {
   /** The top-level value was not an object (it is given whole). */
@@ -44,7 +29,6 @@ export interface DocumentHandlers {
   onKeysEnd(count: number): void
 }
 
-const WINDOW_BYTES = 1 << 20
 const ESCAPES = new Set([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74]) // " \ / b f n r t
 const BAD_STRING = 'a string with a control character, an escape JSON does not have, or no closing quote'
 const BAD_VALUE = 'expected a value (object, array, string, number, true, false or null)'
@@ -60,60 +44,10 @@ export function readDocument(source: ByteSource, handlers: DocumentHandlers): vo
   if (reader.peek() !== -1) reader.fail('more text after the end of the JSON document')
 }
 
-/** The bytes of the document, a window at a time, and a parser over them. */
-export class Reader {
-  private buf = Buffer.allocUnsafe(WINDOW_BYTES)
-  private pos = 0
-  private end = 0
-  /** Bytes of the document before `buf[0]`. */
-  private base = 0
-  private line = 1
-  /** Offset in the document of the first byte of the current line. */
-  private lineStart = 0
-  private atEnd = false
+/** A parser over the bytes of the document (a window of them at a time: byte-window.ts). */
+export class Reader extends ByteWindow {
   /** The flat entry last scanned (see `onFlatEntry`). */
   private readonly flat = new FlatObject()
-
-  constructor(private readonly source: ByteSource) {}
-
-  /** The byte at the read position, or -1 at the end of the document. */
-  peek(): number {
-    if (this.pos < this.end || this.fill()) return this.buf[this.pos] as number
-    return -1
-  }
-
-  /** Line and column (both from 1) of the read position. */
-  where(): [line: number, column: number] {
-    return [this.line, this.base + this.pos - this.lineStart + 1]
-  }
-
-  fail(message: string, duplicate?: string, [line, column] = this.where()): never {
-    throw new JsonSyntaxError(message, line, column, duplicate)
-  }
-
-  /** Moves past the byte at the read position (a bracket the caller has peeked at). */
-  advance(): void {
-    this.pos++
-  }
-
-  skipBom(): void {
-    if (this.peek() === 0xef && this.ensure(3) && this.buf[this.pos + 1] === 0xbb && this.buf[this.pos + 2] === 0xbf) {
-      this.pos += 3
-      this.lineStart = this.base + this.pos
-    }
-  }
-
-  skipSpace(): void {
-    for (;;) {
-      if (this.pos >= this.end && !this.fill()) return
-      const c = this.buf[this.pos] as number
-      if (c === NEWLINE) {
-        this.line++
-        this.lineStart = this.base + this.pos + 1
-      } else if (c !== 0x20 && c !== 0x0d && c !== 0x09) return
-      this.pos++
-    }
-  }
 
   /** The top-level object: `keys` streamed entry by entry when it is an array, the rest whole. */
   topLevelObject(handlers: DocumentHandlers): void {
@@ -297,47 +231,8 @@ export class Reader {
     }
     return i
   }
-
-  /** Makes `count` bytes from the read position available; false when the document ends first. */
-  private ensure(count: number): boolean {
-    while (this.end - this.pos < count) if (!this.fill(this.pos)) return false
-    return true
-  }
-
-  /**
-   * Reads more bytes: what is left from `keep` on (the start of a token being read) moves to the
-   * front, and the window grows when that alone fills it. False at the end of the document.
-   */
-  private fill(keep = this.pos): boolean {
-    if (this.atEnd) return false
-    if (keep > 0) {
-      this.buf.copy(this.buf, 0, keep, this.end)
-      this.base += keep
-      this.pos -= keep
-      this.end -= keep
-    }
-    if (this.end === this.buf.length) {
-      const bigger = Buffer.allocUnsafe(this.buf.length * 2)
-      this.buf.copy(bigger, 0, 0, this.end)
-      this.buf = bigger
-    }
-    const read = this.source(this.buf, this.end)
-    if (read === 0) this.atEnd = true
-    this.end += read
-    return read > 0
-  }
 }
 
 const LITERALS: ReadonlyArray<[string, boolean | null]> = [['true', true], ['false', false], ['null', null]]
 const isDigit = (c: number) => c >= 0x30 && c <= 0x39
 const isHexDigit = (c: number) => isDigit(c) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66)
-
-/** A source over bytes already in memory (a string's UTF-8, say). */
-export function bytesSource(bytes: Buffer): ByteSource {
-  let offset = 0
-  return (into, at) => {
-    const count = bytes.copy(into, at, offset)
-    offset += count
-    return count
-  }
-}

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { isArrayValue } from '../../dist/key-table/flat-entry.js'
-import { bytesSource, JsonSyntaxError, readDocument, type ByteSource } from '../../dist/keys-file/json-reader.js'
+import { bytesSource, JsonSyntaxError, type ByteSource } from '../../dist/keys-file/byte-window.js'
+import { readDocument } from '../../dist/keys-file/json-reader.js'
 
 /** A source that hands over one byte per read: every token then crosses a window boundary. */
 const oneByteAtATime = (bytes: Buffer): ByteSource => {
