@@ -5,15 +5,13 @@
  * tell (roughly) how many keys are loaded. Pure: no I/O.
  */
 import { forEachCollision, radixSort } from './columns.js'
+import { DigestRows, MIN_ROWS, word, WORDS_PER_DIGEST } from './digest-rows.js'
 
 const SLOTS_PER_BUCKET = 8 // (tag, row + 1) pairs of int32: a bucket is one 64-byte cache line
 const INTS_PER_BUCKET = SLOTS_PER_BUCKET * 2
 const MIN_BUCKETS = 1 << 15 // 2 MiB of table: room for about 150,000 keys before it grows
 // Up to 8 MiB of table (about 600,000 keys), digests are placed in file order, not bucket order.
 const SORTED_FILL_ABOVE = 1 << 17
-const MIN_ROWS = 1 << 17 // 4 MiB of rows: digests first, then rows no digest is in
-const DIGEST_BYTES = 32
-const WORDS_PER_DIGEST = DIGEST_BYTES / 4
 const NOT_FOUND = -1
 const WORDS_PER_PAGE = 4096 / 4
 // See FixedFootprintIndex.touchPages: 1,536 pages for the smallest index, done in 48 lookups.
@@ -24,72 +22,6 @@ export interface DigestIndex {
   find(digest: string): number
   /** `find` for a digest as eight words (`DigestRows`' layout), for the keys file's own entries: not constant-time. */
   findWords(words: Int32Array): number
-}
-
-const HEX = new Int8Array(256).fill(-1)
-for (let c = 0; c < 16; c++) HEX['0123456789abcdef'.charCodeAt(c)] = c
-
-/**
- * Digests as rows of eight words, in the order they are added (as `word` reads them, so byte order
- * does not matter), in one array. One array, not chunks: a lookup that first had to pick a chunk
- * was measurably slower in a set of 100,000 keys than in a set of one (the timing check saw about
- * 1 ns). It starts at MIN_ROWS rows and doubles; the room past the last row is never written,
- * so it costs address space, not memory.
- */
-export class DigestRows {
-  words = new Int32Array(MIN_ROWS * WORDS_PER_DIGEST)
-  count = 0
-
-  /** Adds a digest given as eight words. */
-  addWords(words: Int32Array): void {
-    this.room().set(words, this.count * WORDS_PER_DIGEST)
-    this.count++
-  }
-
-  /** Adds a digest given as 32 latin1 characters. */
-  addLatin1(digest: string): void {
-    const words = this.room()
-    const at = this.count * WORDS_PER_DIGEST
-    for (let w = 0; w < WORDS_PER_DIGEST; w++) words[at + w] = word(digest, w * 4)
-    this.count++
-  }
-
-  /** Word `w` (0-7) of row `row`. */
-  word(row: number, w: number): number {
-    return (this.words[row * WORDS_PER_DIGEST + w] as number) >>> 0
-  }
-
-  sameAs(row: number, other: number): boolean {
-    for (let w = 0; w < WORDS_PER_DIGEST; w++) if (this.word(row, w) !== this.word(other, w)) return false
-    return true
-  }
-
-  /** The array, with room for one more row. */
-  private room(): Int32Array {
-    if ((this.count + 1) * WORDS_PER_DIGEST > this.words.length) {
-      const grown = new Int32Array(this.words.length * 2)
-      grown.set(this.words)
-      this.words = grown
-    }
-    return this.words
-  }
-}
-
-/** Decodes 64 lowercase hex digits at `bytes[start]` into eight words (`DigestRows`' layout); false when they are not hex digits. */
-export function hexToWords(bytes: Buffer | Uint8Array, start: number, into: Int32Array): boolean {
-  let bad = 0
-  for (let w = 0; w < WORDS_PER_DIGEST; w++) {
-    let value = 0
-    for (let b = 0; b < 4; b++) {
-      const i = start + (w * 4 + b) * 2
-      const high = HEX[bytes[i] as number] as number
-      const low = HEX[bytes[i + 1] as number] as number
-      bad |= high | low // -1 when either is not a hex digit
-      value |= ((high << 4) | low) << (b * 8)
-    }
-    into[w] = value
-  }
-  return bad >= 0
 }
 
 /** Indexes distinct SHA-256 digests (32-character latin1 strings); throws a `RangeError` on a repeated one. */
@@ -208,11 +140,6 @@ class FixedFootprintIndex implements DigestIndex {
     }
     this.pagesTouched = end
   }
-}
-
-/** Four bytes of a digest string as an unsigned integer. */
-function word(digest: string, at: number): number {
-  return (digest.charCodeAt(at) | (digest.charCodeAt(at + 1) << 8) | (digest.charCodeAt(at + 2) << 16) | (digest.charCodeAt(at + 3) << 24)) >>> 0
 }
 
 /**

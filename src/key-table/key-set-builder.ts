@@ -7,7 +7,7 @@ import {
   digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, policyOf, rateLimitOf, where,
   type KeyEntry,
 } from '../keys/entry-check.js'
-import { hexToWords } from './digest-index.js'
+import { hexToWords } from './digest-rows.js'
 import { isArrayValue, plainStrings } from './flat-entry.js'
 import { DigestKeyStore, INHERIT, KeyColumns, KeyTable, NO_LIMIT, type CheckedEntry } from './key-table.js'
 import { compilePolicy, type Policy } from '../keys/policy.js'

@@ -5,7 +5,8 @@
  * and strings per key took 600. Pure: no I/O.
  */
 import { ByteStrings, Column } from './columns.js'
-import { DigestRows, indexDigestRows, NO_INDEX, repeatedDigest, type DigestIndex } from './digest-index.js'
+import { indexDigestRows, NO_INDEX, repeatedDigest, type DigestIndex } from './digest-index.js'
+import { DigestRows } from './digest-rows.js'
 import { digestOf, MAX_KEY_LENGTH } from '../keys/entry-check.js'
 import type { Policy } from '../keys/policy.js'
 import type { KeyRecord, KeyStore } from '../keys/store.js'

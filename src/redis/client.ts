@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto'
 import { connect as connectTcp, isIP, type Socket } from 'node:net'
 import { connect as connectTls } from 'node:tls'
 import { encodeCommand, RedisReplyError, ReplyParser, type Reply } from './resp.js'
+import { PendingReplies } from './pending.js'
 import type { RedisAddress } from './url.js'
 
 export interface RedisClientOptions extends RedisAddress {
@@ -58,12 +59,6 @@ export class RedisUnavailableError extends Error {
   override name = 'RedisUnavailableError'
 }
 
-interface Pending {
-  resolve: (reply: Reply) => void
-  reject: (error: Error) => void
-  deadline: number
-}
-
 export function createRedisClient(options: RedisClientOptions): RedisClient {
   return new Connection(options)
 }
@@ -73,10 +68,8 @@ class Connection implements RedisClient {
   connectionFailures = 0
   private socket: Socket | undefined
   private readonly parser = new ReplyParser((reply) => this.onReply(reply))
-  private pending: Pending[] = []
-  private head = 0
+  private readonly pending = new PendingReplies(() => this.fail(`no answer within ${this.options.timeoutMs} ms`))
   private handshake = 0 // replies still owed to the connect commands, answered before any caller's
-  private timer: NodeJS.Timeout | undefined
   private attempts = 0
   private closed = false
   private corked = false
@@ -144,7 +137,6 @@ class Connection implements RedisClient {
     // Connecting has the same deadline as a command (a frozen Redis is accepted by the kernel, then
     // says nothing): the PING that ends the greeting is queued now, and its answer means up.
     this.pending.push({ resolve: (reply) => this.becomeUp(reply), reject: () => undefined, deadline: Date.now() + this.options.timeoutMs })
-    this.armTimer()
   }
 
   /**
@@ -180,10 +172,8 @@ class Connection implements RedisClient {
       return
     }
     if (subscribe !== undefined && this.up) return // nothing else is owed to a subscriber
-    const entry = this.pending[this.head]
+    const entry = this.pending.shift()
     if (entry === undefined) return this.fail('a reply nobody asked for')
-    this.pending[this.head++] = undefined as unknown as Pending
-    if (this.head > 1024 && this.head * 2 > this.pending.length) this.compact()
     if (reply instanceof RedisReplyError) entry.reject(reply)
     else entry.resolve(reply)
   }
@@ -205,7 +195,6 @@ class Connection implements RedisClient {
   private write(args: readonly (string | number)[]): Promise<Reply> {
     return new Promise((resolve, reject) => {
       this.pending.push({ resolve, reject, deadline: Date.now() + this.options.timeoutMs })
-      this.armTimer()
       const socket = this.socket as Socket
       // Commands of one tick leave in one write: that is the pipelining.
       if (!this.corked) {
@@ -220,25 +209,6 @@ class Connection implements RedisClient {
     })
   }
 
-  /** One timer for the oldest command: replies come in order, so if it is late, all behind it are. */
-  private armTimer(): void {
-    if (this.timer !== undefined) return
-    const oldest = this.pending[this.head]
-    if (oldest === undefined) return
-    this.timer = setTimeout(() => {
-      this.timer = undefined
-      const first = this.pending[this.head]
-      if (first !== undefined && Date.now() >= first.deadline) return this.fail(`no answer within ${this.options.timeoutMs} ms`)
-      this.armTimer()
-    }, Math.max(1, oldest.deadline - Date.now()))
-    this.timer.unref()
-  }
-
-  private compact(): void {
-    this.pending = this.pending.slice(this.head)
-    this.head = 0
-  }
-
   /** The connection is unusable: every command in flight is rejected, and a new one is tried later. */
   private fail(reason: string): void {
     const socket = this.socket
@@ -246,11 +216,7 @@ class Connection implements RedisClient {
     this.socket = undefined
     socket.destroy()
     this.parser.reset()
-    clearTimeout(this.timer)
-    this.timer = undefined
-    const failed = this.pending.slice(this.head)
-    this.pending = []
-    this.head = 0
+    const failed = this.pending.takeAll()
     this.handshake = 0
     this.lastReason = reason
     if (!this.closed) this.connectionFailures++
