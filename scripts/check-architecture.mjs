@@ -3,8 +3,9 @@
 //
 // The rules of DESIGN.md "Shape of the code", checked on the imports of every file under src/
 // (static, dynamic and type-only: a type is a dependency too): each file belongs to a declared
-// room; no import points up the layers; no import cycle; and nothing below the entry points and
-// process/ reads process.env, exits or registers a signal handler. Prints each breach on one line
+// room; no import points up the layers; no import cycle; nothing below the entry points and
+// process/ reads process.env, exits or registers a signal handler; and no file is over
+// MAX_LINES lines (a longer one holds two things: split it by what each does). Prints each breach on one line
 // and exits 1; prints nothing and exits 0 on a clean tree. Run by test/architecture.test.ts.
 import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, normalize, relative, sep } from 'node:path'
@@ -25,6 +26,7 @@ const LAYERS = [
 ]
 // Only a process decides about the process: below these layers, nothing touches it.
 const PROCESS_LAYERS = 2
+const MAX_LINES = 250
 const PROCESS_CALLS = /\bprocess\.(env\b|exit\s*\(|on\s*\(|once\s*\(|addListener\s*\()/
 
 const IMPORTS = [
@@ -41,6 +43,8 @@ export function checkArchitecture(srcDir) {
     const source = readFileSync(join(srcDir, file), 'utf8')
     const layer = layerOf(file)
     if (layer === -1) problems.push(`${file}: in no room of the declared layers (scripts/check-architecture.mjs)`)
+    const lines = source.split('\n').length - (source.endsWith('\n') ? 1 : 0)
+    if (lines > MAX_LINES) problems.push(`${file}: ${lines} lines, over ${MAX_LINES}`)
     if (layer >= PROCESS_LAYERS && PROCESS_CALLS.test(source)) problems.push(`${file}: touches the process (process.env, exit or a signal) below process/`)
     const targets = importsOf(file, source).filter((target) => files.includes(target))
     graph.set(file, targets)

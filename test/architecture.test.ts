@@ -54,6 +54,7 @@ for (const [rule, files, expected] of [
   ['process.env read below process/', { 'keys/a.ts': 'export const key = process.env.API_KEY\n' }, 'keys/a.ts: touches the process (process.env, exit or a signal) below process/'],
   ['a signal handler below process/', { 'http/a.ts': "process.on('SIGHUP', () => {})\n" }, 'http/a.ts: touches the process (process.env, exit or a signal) below process/'],
   ['an exit below process/', { 'limits/a.ts': 'process.exit(1)\n' }, 'limits/a.ts: touches the process (process.env, exit or a signal) below process/'],
+  ['a file over 250 lines', { 'keys/a.ts': 'export const a = 1\n'.repeat(251) }, 'keys/a.ts: 251 lines, over 250'],
 ] as const) {
   test(`the check fails on ${rule}, naming it`, (t) => {
     const { status, lines } = check(tree(t, files))
