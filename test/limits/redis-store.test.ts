@@ -114,7 +114,7 @@ for (const mode of ['local', 'open', 'closed'] as const) {
   })
 }
 
-test('the least ACL user the README names is enough for every count and announcement', SKIP, async (t) => {
+test('the least ACL user docs/shared-limits.md names is enough for every count and announcement', SKIP, async (t) => {
   const rules = '~keygate:* &keygate:blocked +ping +select +eval +evalsha +subscribe +incr +pttl +pexpire +get +set +time +publish'.split(' ')
   const server = await startRedis(t, { user: { name: 'keygate', password: 'acl-pass-5e1d', rules } })
   const connect = () => {
