@@ -47,8 +47,8 @@ export function createHandlerMetrics(keys: KeyStore, throttle: Throttle | undefi
 }
 
 /** The options as given, once each is known to be of its kind; throws a `TypeError` naming the option. */
-export function validateOptions(options: HandlerOptions): HandlerOptions {
-  const fail = (message: string) => new TypeError(`createHandler(options): ${message}`)
+export function validateOptions(options: HandlerOptions, caller = 'createHandler'): HandlerOptions {
+  const fail = (message: string) => new TypeError(`${caller}(options): ${message}`)
   if (options === null || typeof options !== 'object') throw fail('options must be an object')
   if (typeof options.keys?.lookup !== 'function') throw fail('keys must be a key store from createKeyStore()')
   if (options.log !== undefined && typeof options.log.info !== 'function') throw fail('log must be a logger from createLogger()')

@@ -120,7 +120,7 @@ function refuseBadProtocol(req: IncomingMessage, res: ServerResponse, requestId:
 }
 
 /** The path of the request target, without the query; absolute-form targets are accepted too. */
-function pathnameOf(url: string): string {
+export function pathnameOf(url: string): string {
   if (url.charCodeAt(0) === 47 /* "/" */) {
     const query = url.indexOf('?')
     return query === -1 ? url : url.slice(0, query)

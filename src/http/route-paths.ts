@@ -1,8 +1,8 @@
 /** Where keygate's own routes are: the defaults, an embedding app's choice, and proxy mode's. */
 import type { RouteName } from '../observe/metrics.js'
 
-/** A built-in route that has a path of its own (the proxy takes every other path, `other` is none). */
-export type OwnedRoute = Exclude<RouteName, 'other' | 'proxy'>
+/** A built-in route that has a path of its own (the proxy and a guarded app take every other path, `other` is none). */
+export type OwnedRoute = Exclude<RouteName, 'other' | 'proxy' | 'app'>
 /** The built-in routes a handler owns, each at its path or turned off (`false`). */
 export type RoutePaths = Partial<Record<OwnedRoute, string | false>>
 const OWNED_ROUTES = ['data', 'healthz', 'auth', 'metrics'] as const

@@ -1,0 +1,106 @@
+/**
+ * `createGuard()`: the host app's own routes behind the whole gateway. Every request of the app
+ * passes what proxy mode checks (canonical path, method override, `public` rules, failed-attempt
+ * throttle, key, scopes, rate limit); a refusal is keygate's own reply and the app never sees the
+ * request. An allowed one goes on to `next()` with its key's id (`keyIdOf(req)`), the RateLimit
+ * headers and `X-Request-Id` already set, and is counted and logged once the app's answer ends,
+ * with the app's status and time.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { performance } from 'node:perf_hooks'
+import type { KeyStore } from '../keys/store.js'
+import { createKeysFileStore } from '../keys-file/reload.js'
+import { createMemoryRateLimitStore } from '../limits/rate-limit.js'
+import { silentLogger, type Logger } from '../observe/log.js'
+import { ROUTE_NAMES } from '../observe/metrics.js'
+import { canonicalPath } from './canonical-path.js'
+import { createGate, type Answer, type Gate } from './gate.js'
+import { createHandler, pathnameOf, type Handler, type Next } from './handler.js'
+import { createHandlerMetrics, validateOptions, type HandlerOptions } from './handler-options.js'
+import { overridesMethod } from './original-request.js'
+import { MALFORMED, PUBLIC, REPLY, type Outcome } from './replies.js'
+import { createRequestRecorder, RequestContext, type RecordRequest } from './request-record.js'
+import { requestIdOf, sendReply } from './respond.js'
+
+export interface GuardOptions extends Omit<HandlerOptions, 'keys' | 'routes' | 'proxy'> {
+  /** A key store, or the path of a keys file, loaded now and reloaded whenever it changes (a bad file keeps the old keys). */
+  keys: KeyStore | string
+  /** keygate's own `/healthz` and `/metrics` in the app, each at the path given; default: neither. */
+  expose?: { healthz?: string | false; metrics?: string | false }
+}
+
+/** Connect/Express middleware, also usable around a plain `node:http` listener. */
+export interface Guard {
+  (req: IncomingMessage, res: ServerResponse, next: Next): void
+  /** Stops watching the keys file (when `keys` was a path). */
+  close(): void
+}
+
+const APP_ROUTE = ROUTE_NAMES.indexOf('app')
+const identities = new WeakMap<IncomingMessage, string>()
+
+/** The id of the key that let `req` through a guard; undefined for a request a `public` rule let through (or none guarded). */
+export function keyIdOf(req: IncomingMessage): string | undefined {
+  return identities.get(req)
+}
+
+export function createGuard(options: GuardOptions): Guard {
+  if (options === null || typeof options !== 'object') throw new TypeError('createGuard(options): options must be an object')
+  const log = options.log ?? silentLogger
+  const keys = keysOf(options.keys, log)
+  const checked = validateOptions({ ...options, keys, routes: exposedRoutes(options.expose) }, 'createGuard')
+  const metrics = checked.metrics ?? createHandlerMetrics(keys, checked.throttle, log)
+  const rateLimits = checked.rateLimits ?? createMemoryRateLimitStore()
+  const own: Handler = createHandler({ ...checked, metrics, rateLimits })
+  const guardApp = guardRoutes(createGate(keys, checked.throttle, rateLimits), createRequestRecorder(metrics, log), checked.trustProxy ?? 0)
+  const guard = (req: IncomingMessage, res: ServerResponse, next: Next) => own(req, res, () => guardApp(req, res, next))
+  return Object.assign(guard, { close: () => (typeof options.keys === 'string' ? (keys as ReturnType<typeof createKeysFileStore>).close() : undefined) })
+}
+
+function keysOf(keys: KeyStore | string, log: Logger): KeyStore {
+  if (typeof keys !== 'string') return keys
+  if (keys === '') throw new TypeError('createGuard(options): keys must be a key store or the path of a keys file')
+  return createKeysFileStore(keys, { log })
+}
+
+/** keygate's routes in a guarded app: none of its own API, only what `expose` asks for. */
+function exposedRoutes(expose: GuardOptions['expose'] = {}): HandlerOptions['routes'] {
+  if (expose === null || typeof expose !== 'object') throw new TypeError('createGuard(options): expose must be { healthz?, metrics? }')
+  return { data: false, auth: false, healthz: expose.healthz ?? false, metrics: expose.metrics ?? false }
+}
+
+/** The check of one request of the app, then `next()` for an allowed one. */
+function guardRoutes(gate: Gate, record: RecordRequest, trustProxy: number) {
+  return (req: IncomingMessage, res: ServerResponse, next: Next): void => {
+    const startedMs = performance.now()
+    const context = new RequestContext(requestIdOf(req), req, trustProxy)
+    const url = req.url ?? '/'
+    const path = pathnameOf(url)
+    const method = req.method ?? 'GET'
+    const canonical = canonicalPath(path)
+    // A path, a fragment or a method override the app could read otherwise than keygate checked it.
+    if (!canonical.ok || url.includes('#') || overridesMethod(req.headers, method)) {
+      sendReply(req, res, REPLY.badRequest, context.requestId)
+      return record(req, res, path, APP_ROUTE, startedMs, context, MALFORMED)
+    }
+    const pass = (outcome: Outcome & { ok: true }, headers: readonly string[] | undefined) => {
+      if (outcome.keyId !== '') identities.set(req, outcome.keyId)
+      res.setHeader('x-request-id', context.requestId)
+      for (let i = 0; headers !== undefined && i < headers.length; i += 2) res.setHeader(headers[i] as string, headers[i + 1] as string)
+      res.once('close', () => record(req, res, path, APP_ROUTE, startedMs, context, outcome))
+      next()
+    }
+    if (gate.isPublic(method, canonical.segments)) return pass(PUBLIC as Outcome & { ok: true }, undefined)
+    const answer: Answer = (_req, _res, _context, outcome, headers) => pass(outcome, headers)
+    settle(gate.keyed(req, res, context, method, canonical.segments, answer), (outcome) => {
+      if (!outcome.ok) record(req, res, path, APP_ROUTE, startedMs, context, outcome)
+    }, next)
+  }
+}
+
+/** A refusal is counted now; a decision from another process (cluster primary, Redis) when it comes. */
+function settle(outcome: Outcome | Promise<Outcome>, done: (outcome: Outcome) => void, next: Next): void {
+  if (outcome instanceof Promise) outcome.then(done, next)
+  else done(outcome)
+}
+
