@@ -3,7 +3,8 @@
  * against a real keygate with the demo key (the URL's port is the test server's); each comment
  * line of its own (`# output`) must appear in what it prints. A block after
  * `<!-- runnable server -->` is a JavaScript program, run with `keygate` installed (this
- * checkout) and `PORT` set; the runnable shell block after it runs against that program.
+ * checkout) and `PORT` set; the runnable shell block after it runs against that program. A block
+ * after `<!-- runnable file NAME -->` is written as NAME beside the next program.
  */
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
@@ -18,9 +19,11 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8')
 
 interface Block {
-  kind: 'shell' | 'server'
+  kind: 'shell' | 'server' | 'file'
   text: string
   line: number
+  /** A file block: the name the program after it reads it by. */
+  name?: string
 }
 
 /** The blocks marked runnable, in order. */
@@ -28,13 +31,14 @@ function runnableBlocks(markdown: string): Block[] {
   const lines = markdown.split('\n')
   const blocks: Block[] = []
   for (let i = 0; i < lines.length; i++) {
-    const marker = /^<!-- runnable( server)? -->$/.exec(lines[i] ?? '')
+    const marker = /^<!-- runnable(?: (server)| file ([\w.-]+))? -->$/.exec(lines[i] ?? '')
     if (marker === null) continue
-    const fence = lines[i + 1] ?? ''
-    assert.match(fence, marker[1] === undefined ? /^```sh$/ : /^```js$/, `README.md:${i + 2}: the block after the marker`)
+    const kind = marker[1] !== undefined ? 'server' : marker[2] !== undefined ? 'file' : 'shell'
+    const fence = { shell: /^```sh$/, server: /^```js$/, file: /^```\w*$/ }[kind]
+    assert.match(lines[i + 1] ?? '', fence, `README.md:${i + 2}: the block after the marker`)
     const end = lines.indexOf('```', i + 2)
     assert.notEqual(end, -1, `README.md:${i + 2}: an unclosed block`)
-    blocks.push({ kind: marker[1] === undefined ? 'shell' : 'server', text: lines.slice(i + 2, end).join('\n'), line: i + 3 })
+    blocks.push({ kind, text: lines.slice(i + 2, end).join('\n'), line: i + 3, name: marker[2] })
   }
   return blocks
 }
@@ -49,10 +53,11 @@ function runShell(block: Block, port: number): void {
   for (const output of expected) assert.ok(result.stdout.includes(output), `README.md:${block.line}: prints ${output}\n(got: ${result.stdout})`)
 }
 
-/** Runs a server block as a program that imports `keygate` (this checkout); stopped by PID after the test. */
-async function runServer(t: TestContext, block: Block): Promise<number> {
+/** Runs a server block as a program that imports `keygate` (this checkout), beside the files before it; stopped by PID after the test. */
+async function runServer(t: TestContext, block: Block, files: Block[]): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-readme-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
+  for (const file of files) writeFileSync(join(dir, file.name ?? ''), file.text)
   mkdirSync(join(dir, 'node_modules'))
   symlinkSync(ROOT, join(dir, 'node_modules', 'keygate'), 'dir')
   writeFileSync(join(dir, 'server.mjs'), block.text)
@@ -78,9 +83,13 @@ test("the README's runnable blocks run as written, against real servers", async 
   const demo = await startServerProcess(t, {})
   const demoPort = Number(new URL(demo.url).port)
   let serverPort: number | undefined
+  let files: Block[] = []
   for (const block of runnableBlocks(README)) {
-    if (block.kind === 'server') serverPort = await runServer(t, block)
-    else {
+    if (block.kind === 'file') files.push(block)
+    else if (block.kind === 'server') {
+      serverPort = await runServer(t, block, files)
+      files = []
+    } else {
       runShell(block, serverPort ?? demoPort)
       serverPort = undefined
     }
