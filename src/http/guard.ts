@@ -37,11 +37,19 @@ export interface Guard {
 }
 
 const APP_ROUTE = ROUTE_NAMES.indexOf('app')
-const identities = new WeakMap<IncomingMessage, string>()
+const identities = new WeakMap<IncomingMessage | Request, string>()
 
-/** The id of the key that let `req` through a guard; undefined for a request a `public` rule let through (or none guarded). */
-export function keyIdOf(req: IncomingMessage): string | undefined {
+/**
+ * The id of the key that let `req` through a guard (a node:http request, or the Web request of
+ * createFetchGuard); undefined for a request a `public` rule let through, or no guard's.
+ */
+export function keyIdOf(req: IncomingMessage | Request): string | undefined {
   return identities.get(req)
+}
+
+/** Records the key id of a request a guard let through. */
+export function rememberKeyId(req: IncomingMessage | Request, keyId: string | undefined): void {
+  if (keyId !== undefined) identities.set(req, keyId)
 }
 
 export function createGuard(options: GuardOptions): Guard {
@@ -84,7 +92,7 @@ function guardRoutes(gate: Gate, record: RecordRequest, trustProxy: number) {
       return record(req, res, path, APP_ROUTE, startedMs, context, MALFORMED)
     }
     const pass = (outcome: Outcome & { ok: true }, headers: readonly string[] | undefined) => {
-      if (outcome.keyId !== '') identities.set(req, outcome.keyId)
+      rememberKeyId(req, outcome.keyId || undefined)
       res.setHeader('x-request-id', context.requestId)
       for (let i = 0; headers !== undefined && i < headers.length; i += 2) res.setHeader(headers[i] as string, headers[i + 1] as string)
       res.once('close', () => record(req, res, path, APP_ROUTE, startedMs, context, outcome))
