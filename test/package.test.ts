@@ -61,3 +61,21 @@ test('npm pack ships the built package, installs offline, and runs as `keygate`'
   writeFileSync(file, `{ "keys": [${entry}] }`)
   assert.match(run(keygate, ['check', file], dir), /OK, 1 key/)
 })
+
+test('installing from git builds the package (prepare) and gives the keygate command', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-git-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  // A clone of what is committed, as `npm install github:owner/keygate` would fetch it.
+  run('git', ['clone', '-q', ROOT, join(dir, 'repo')])
+  writeFileSync(join(dir, 'package.json'), '{"name":"app","version":"1.0.0","private":true}')
+  run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', `git+file://${join(dir, 'repo')}`], dir)
+  assert.equal(run(join(dir, 'node_modules', '.bin', 'keygate'), ['--version']).trim(), VERSION)
+})
+
+test('the committed lockfile agrees with package.json (npm install would not rewrite it)', () => {
+  const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, Record<string, unknown>> }
+  const root = lock.packages[''] ?? {}
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown>
+  for (const field of ['name', 'version', 'license', 'bin', 'devDependencies', 'engines']) assert.deepEqual(root[field], pkg[field], field)
+  assert.equal(root.dependencies, undefined, 'no runtime dependency')
+})
