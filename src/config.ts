@@ -128,6 +128,8 @@ function readInteger(env: Env, name: string, fallback: number, min: number, max:
 }
 
 function readUpstream(env: Env): Config['upstream'] {
+  // Checked whenever set, proxy mode or not: a bad value waiting for the day UPSTREAM_URL is set is a mistake now.
+  const timeoutMs = readInteger(env, 'UPSTREAM_TIMEOUT_MS', 60_000, 1, 3_600_000)
   const raw = env.UPSTREAM_URL
   if (raw === undefined || raw === '') return undefined
   let url: URL
@@ -139,21 +141,23 @@ function readUpstream(env: Env): Config['upstream'] {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`UPSTREAM_URL must start with http:// or https://, not ${url.protocol}//`)
   if (url.username !== '' || url.password !== '') throw new ConfigError('UPSTREAM_URL must not hold a user or password')
   if (url.search !== '' || url.hash !== '') throw new ConfigError('UPSTREAM_URL must not have a query or fragment (only a base path)')
-  return { url, timeoutMs: readInteger(env, 'UPSTREAM_TIMEOUT_MS', 60_000, 1, 3_600_000) }
+  return { url, timeoutMs }
 }
 
 function readRedis(env: Env): Config['redis'] {
-  const url = env.REDIS_URL
-  if (url === undefined || url === '') return undefined
-  const address = parseRedisUrl(url)
-  // The message says what is wrong and never repeats the URL: it may hold a password.
-  if (typeof address === 'string') throw new ConfigError(`REDIS_URL ${address}`)
+  // The settings are checked whenever set, with or without REDIS_URL.
   const prefix = env.REDIS_PREFIX || 'keygate:'
   if (!/^[\x21-\x7e]{1,100}$/.test(prefix)) throw new ConfigError(`REDIS_PREFIX must be 1 to 100 visible ASCII characters, got ${JSON.stringify(prefix)}`)
   const onFailure = env.LIMITS_ON_REDIS_FAILURE || 'local'
   const mode = REDIS_FAILURE_MODES.find((name) => name === onFailure)
   if (mode === undefined) throw new ConfigError(`LIMITS_ON_REDIS_FAILURE must be one of ${REDIS_FAILURE_MODES.join(', ')}, got ${JSON.stringify(onFailure)}`)
-  return { address, prefix, timeoutMs: readInteger(env, 'REDIS_TIMEOUT_MS', 250, 1, 60_000), onFailure: mode }
+  const timeoutMs = readInteger(env, 'REDIS_TIMEOUT_MS', 250, 1, 60_000)
+  const url = env.REDIS_URL
+  if (url === undefined || url === '') return undefined
+  const address = parseRedisUrl(url)
+  // The message says what is wrong and never repeats the URL: it may hold a password.
+  if (typeof address === 'string') throw new ConfigError(`REDIS_URL ${address}`)
+  return { address, prefix, timeoutMs, onFailure: mode }
 }
 
 function readLogLevel(env: Env): LogLevel {

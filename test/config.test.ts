@@ -78,6 +78,20 @@ test('reads every variable', () => {
   assert.doesNotMatch(settings, /s3cret|app@/, 'the settings line shows neither user nor password')
 })
 
+test('the settings of Redis and proxy mode are checked whenever set, even with the feature off', () => {
+  for (const [env, message] of [
+    [{ REDIS_TIMEOUT_MS: '0' }, /^REDIS_TIMEOUT_MS must be an integer from 1/],
+    [{ LIMITS_ON_REDIS_FAILURE: 'fallback' }, /^LIMITS_ON_REDIS_FAILURE must be one of local, open, closed/],
+    [{ REDIS_PREFIX: 'has space' }, /^REDIS_PREFIX must be 1 to 100 visible ASCII/],
+    [{ UPSTREAM_TIMEOUT_MS: 'soon' }, /^UPSTREAM_TIMEOUT_MS must be an integer from 1/],
+  ] as const) {
+    assert.throws(() => loadConfig({ API_KEY: 'a-long-enough-key-123', ...env }), (error: Error) => error instanceof ConfigError && message.test(error.message))
+  }
+  const { config } = loadConfig({ API_KEY: 'a-long-enough-key-123', REDIS_TIMEOUT_MS: '100', UPSTREAM_TIMEOUT_MS: '5000' })
+  assert.equal(config.redis, undefined, 'good values without the feature: no Redis')
+  assert.equal(config.upstream, undefined)
+})
+
 test('Redis settings: a bad value names the variable and never shows the password', () => {
   const bad: Array<[Record<string, string>, RegExp]> = [
     [{ REDIS_URL: 'redis://user@host' }, /^REDIS_URL has a user but no password/],
