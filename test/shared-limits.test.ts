@@ -143,6 +143,11 @@ test('LIMITS_ON_REDIS_FAILURE=closed: 503 with Retry-After: 1 while Redis is awa
     assert.deepEqual([answer.status, answer.headers['retry-after'], answer.body], [503, '1', '{"error":"Service Unavailable"}'], key)
   }
   assert.equal((await fresh(a.url, undefined, '/healthz')).status, 200, 'what needs no key is served')
+  // The scrape that shows the outage is served during it: a key, and no limits store.
+  const scrape = await fresh(a.url, OPEN_KEY, '/metrics')
+  assert.equal(scrape.status, 200)
+  assert.match(scrape.body, /^keygate_limits_store_up 0$/m)
+  assert.equal((await fresh(a.url, 'wrong-key', '/metrics')).status, 401, 'a wrong key on /metrics is still refused')
   const refused = await waitFor('the access lines', () => {
     const lines = logLines(a.child).filter((line) => line.status === 503)
     return lines.length >= 3 ? lines : undefined

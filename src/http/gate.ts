@@ -35,6 +35,11 @@ export interface Gate {
   limitThenAnswer(outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome | Promise<Outcome>
   /** Whether a `public` rule lets the request through without a key; while there is none, one property read. */
   isPublic(method: string | undefined, segments: readonly string[]): boolean
+  /**
+   * Key and scope only, for a scrape of `/metrics`: not rate limited, and a limits store that is
+   * away refuses nothing (the scrape is how the outage is seen). Failed attempts still count.
+   */
+  keyedScrape(req: IncomingMessage, res: ServerResponse, context: Context, segments: readonly string[], answer: Answer): Outcome | Promise<Outcome>
 }
 
 export function createGate(keys: KeyStore, throttle: Throttle | undefined, rateLimits: RateLimitStore): Gate {
@@ -55,6 +60,11 @@ export function createGate(keys: KeyStore, throttle: Throttle | undefined, rateL
       return limitThenAnswer(checkScope(auth, method, segments, req, res, context), req, res, context, answer)
     },
     isPublic: (method, segments) => keys.publicPolicy !== undefined && method !== undefined && keys.publicPolicy.allows(method, segments),
+    keyedScrape(req, res, context, segments, answer) {
+      const auth = checkKey(keys, throttle, req, res, context, false)
+      if (auth instanceof Promise) return auth
+      return settle(checkScope(auth, req.method, segments, req, res, context), undefined, req, res, context, answer)
+    },
   }
 }
 
@@ -62,18 +72,19 @@ export function createGate(keys: KeyStore, throttle: Throttle | undefined, rateL
  * Throttle check, then key check; sends the 429, 401 or 503 itself. A failed attempt counted by
  * a store in another process settles later (a promise): only failures wait, and nothing follows them.
  */
-function checkKey(keys: KeyStore, throttle: Throttle | undefined, req: IncomingMessage, res: ServerResponse, context: Context): Outcome | Promise<Outcome> {
+function checkKey(keys: KeyStore, throttle: Throttle | undefined, req: IncomingMessage, res: ServerResponse, context: Context, refuseWhileAway = true): Outcome | Promise<Outcome> {
   // While no client can be refused, there is no need to find out who this client is.
   if (throttle !== undefined && (throttle.mayRefuse ?? throttle.size > 0)) {
     const waitS = throttle.retryAfterS(throttleKeyOf(context.client), Date.now())
-    if (waitS !== 0) return refuseThrottled(waitS, req, res, context)
+    if (waitS !== 0 && (refuseWhileAway || waitS !== THROTTLE_UNAVAILABLE)) return refuseThrottled(waitS, req, res, context)
   }
   const auth = authenticate(keys, req)
   if (auth.ok) return auth
   // A request without any credential guesses nothing: only wrong and expired keys count.
   if (throttle === undefined || auth.reason === 'missing') return refuseKey(auth, req, res, context)
   const waitS = throttle.recordFailure(throttleKeyOf(context.client), Date.now())
-  const settleFailure = (settled: number) => (settled === 0 ? refuseKey(auth, req, res, context) : refuseThrottled(settled, req, res, context))
+  const settleFailure = (settled: number) =>
+    settled === 0 || (!refuseWhileAway && settled === THROTTLE_UNAVAILABLE) ? refuseKey(auth, req, res, context) : refuseThrottled(settled, req, res, context)
   return waitS instanceof Promise ? waitS.then(settleFailure) : settleFailure(waitS)
 }
 

@@ -112,7 +112,7 @@ function forwardAuth(gate: Gate, keys: KeyStore): Route {
   }
 }
 
-/** `/metrics`: the Prometheus text of the whole server (every worker), behind a key. */
+/** `/metrics`: the Prometheus text of the whole server (every worker), behind a key; never rate limited, and served while a limits store is away. */
 function scrape(gate: Gate, sources: RouteSources, segments: readonly string[]): Route {
   const answer: Answer = (req, res, context, _outcome, headers) => {
     const send = (snapshot: MetricsSnapshot) => {
@@ -126,7 +126,7 @@ function scrape(gate: Gate, sources: RouteSources, segments: readonly string[]):
   return (req, res, context) => {
     if (refusesMethod(req, res, context.requestId)) return undefined
     if (gate.isPublic(req.method, segments)) return gate.limitThenAnswer(PUBLIC, req, res, context, answer)
-    return gate.keyed(req, res, context, req.method, segments, answer)
+    return gate.keyedScrape(req, res, context, segments, answer)
   }
 }
 
