@@ -10,7 +10,7 @@ import type { KeyStore } from '../keys/store.js'
 import type { RateDecision, RateLimit, RateLimitStore } from '../limits/rate-limit.js'
 import { THROTTLE_UNAVAILABLE, throttleKeyOf, type Throttle } from '../limits/throttle.js'
 import type { UpstreamResult } from './forwarding.js'
-import type { OriginalRequest } from './original-request.js'
+import type { Ambiguous, OriginalRequest } from './original-request.js'
 import { LIMITS_UNAVAILABLE, REPLY, THROTTLED, type Outcome } from './replies.js'
 import { sendReply } from './respond.js'
 
@@ -20,7 +20,7 @@ export interface Context {
   /** The client's address (see `clientAddressOf`). */
   readonly client: string
   /** On `/auth`: the request the proxy asks about, as the route read it (for the access line). */
-  original?: OriginalRequest | 'ambiguous'
+  original?: OriginalRequest | Ambiguous
   /** In proxy mode: how the exchange with the service went (for the access line and metrics). */
   upstream?: UpstreamResult
 }

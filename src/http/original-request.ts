@@ -32,18 +32,29 @@ export function overridesMethod(headers: IncomingHttpHeaders, method: string): b
   return false
 }
 
-/** The original request, `undefined` when the proxy sent none, or 'ambiguous' when its method or path cannot be trusted (400). */
-export function originalRequestOf(headers: IncomingHttpHeaders): OriginalRequest | 'ambiguous' | undefined {
+/** Why an original request cannot be trusted (400): said in the access line as `originalProblem`. */
+export interface Ambiguous {
+  problem: string
+}
+
+/**
+ * The original request, `undefined` when the proxy sent none, or what makes it ambiguous when its
+ * method or path cannot be trusted (400).
+ */
+export function originalRequestOf(headers: IncomingHttpHeaders): OriginalRequest | Ambiguous | undefined {
   const method = oneOf(headers['x-original-method'], headers['x-forwarded-method'])
   const uri = oneOf(headers['x-original-uri'], headers['x-forwarded-uri'])
   if (method === undefined && uri === undefined) return undefined
-  // CONFLICT is no string: two families that disagree are ambiguous here too.
-  if (typeof method !== 'string' || typeof uri !== 'string' || !METHOD_TOKEN.test(method)) return 'ambiguous'
+  if (method === CONFLICT || uri === CONFLICT) return { problem: 'X-Original-* and X-Forwarded-* name different requests' }
+  if (typeof uri !== 'string') return { problem: 'a method without a URI (X-Original-URI or X-Forwarded-Uri)' }
+  if (typeof method !== 'string') return { problem: 'a URI without a method (X-Original-Method or X-Forwarded-Method)' }
+  if (!METHOD_TOKEN.test(method)) return { problem: 'a method that is not 1 to 16 upper-case letters' }
   // A `#` is cut by the service's parser but not by a scope rule: never guess which one wins.
-  if (uri.includes('#')) return 'ambiguous'
+  if (uri.includes('#')) return { problem: 'a # in the URI' }
   const query = uri.indexOf('?')
   const canonical = canonicalPath(query === -1 ? uri : uri.slice(0, query))
-  if (!canonical.ok || overridesMethod(headers, method)) return 'ambiguous'
+  if (!canonical.ok) return { problem: `a path that is not canonical (${canonical.refusal})` }
+  if (overridesMethod(headers, method)) return { problem: 'a method override naming another method' }
   return { method, segments: canonical.segments, path: canonical.path }
 }
 

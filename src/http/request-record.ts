@@ -65,7 +65,8 @@ function logRequest(
     client: context.client,
     requestId: context.requestId,
     // The route's own reading of it: canonical, without the query (which may hold secrets).
-    ...(context.original !== undefined && context.original !== 'ambiguous' && {
+    ...(context.original !== undefined && 'problem' in context.original && { originalProblem: context.original.problem }),
+    ...(context.original !== undefined && !('problem' in context.original) && {
       originalMethod: context.original.method,
       originalPath: context.original.path.slice(0, MAX_LOGGED_PATH),
     }),

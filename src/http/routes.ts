@@ -100,7 +100,7 @@ function forwardAuth(gate: Gate, keys: KeyStore): Route {
     sendReply(req, res, REPLY.keyAccepted, context.requestId, ['x-keygate-key-id', outcome.keyId, ...(headers ?? [])])
   return (req, res, context) => {
     const original = (context.original = originalRequestOf(req.headers))
-    if (original === 'ambiguous') {
+    if (original !== undefined && 'problem' in original) {
       sendReply(req, res, REPLY.badRequest, context.requestId)
       return MALFORMED
     }

@@ -21,6 +21,8 @@ export interface AccessFields {
   /** For forward-auth: the method and path the proxy was asked for. */
   originalMethod?: string
   originalPath?: string
+  /** `/auth`: why the original request was refused as ambiguous (400); keygate's words, never the request's. */
+  originalProblem?: string
   /** Proxy mode: the service's status (absent when it never answered), the time of the exchange, what went wrong. */
   upstreamStatus?: number
   upstreamMs?: number
@@ -159,6 +161,7 @@ function accessLineOf(f: AccessFields, baseFields: string): string {
   if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
   if (f.originalMethod !== undefined) line += `,"originalMethod":${jsonString(f.originalMethod)}`
   if (f.originalPath !== undefined) line += `,"originalPath":${jsonString(f.originalPath)}`
+  if (f.originalProblem !== undefined) line += `,"originalProblem":${jsonString(f.originalProblem)}`
   if (f.upstreamStatus !== undefined) line += `,"upstreamStatus":${f.upstreamStatus}`
   if (f.upstreamMs !== undefined) line += `,"upstreamMs":${millisecondsOf(f.upstreamMs)}`
   if (f.upstreamError !== undefined) line += `,"upstreamError":"${f.upstreamError}"`
