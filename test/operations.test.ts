@@ -337,3 +337,10 @@ test('WORKERS=2: a burst of SIGHUPs while the workers start kills none of them',
   child.process.kill('SIGTERM')
   assert.equal(await child.exited, 0)
 })
+
+test('createLogger needs write or fd: its types say so (this file would not compile) and it throws', () => {
+  // @ts-expect-error: neither write nor fd
+  assert.throws(() => createLogger({ level: 'info' }), { name: 'TypeError', message: /give write or fd/ })
+  // @ts-expect-error: both
+  assert.equal(typeof createLogger({ level: 'info', write: () => {}, fd: 1 }).flush, 'function')
+})

@@ -46,22 +46,34 @@ export interface Logger {
   flush(): void
 }
 
-export interface LoggerOptions {
+interface LoggerSettings {
   level: LogLevel
-  /** A synchronous destination for whole lines, many at a time (embedding, tests). */
-  write?: (chunk: string) => void
-  /** A file descriptor (1: stdout) written asynchronously, one write in flight at a time. */
-  fd?: number
   /** Bytes buffered at most while the destination is busy; past it lines are dropped and counted. */
   maxBufferBytes?: number
   /** Fields added to every line but access lines, such as a cluster worker's id. */
   base?: LogFields
-  /**
-   * With `fd`: write in pieces of at most 4096 bytes (PIPE_BUF), which a pipe takes atomically, for
-   * processes sharing one stdout (cluster workers). Otherwise pieces of up to 64 KiB: fewer writes.
-   */
-  shared?: boolean
 }
+
+/** Where lines go: `write` or `fd`, one of the two (the types require it, as `createLogger` does). */
+export type LoggerOptions = LoggerSettings &
+  (
+    | {
+        /** A synchronous destination for whole lines, many at a time (embedding, tests). */
+        write: (chunk: string) => void
+        fd?: undefined
+        shared?: undefined
+      }
+    | {
+        write?: undefined
+        /** A file descriptor (1: stdout) written asynchronously, one write in flight at a time. */
+        fd: number
+        /**
+         * Write in pieces of at most 4096 bytes (PIPE_BUF), which a pipe takes atomically, for
+         * processes sharing one stdout (cluster workers). Otherwise pieces of up to 64 KiB: fewer writes.
+         */
+        shared?: boolean
+      }
+  )
 
 const DEFAULT_MAX_BUFFER_BYTES = 4 * 1024 * 1024
 // A batch is written when it reaches this size, or this long after its first line.
