@@ -13,6 +13,7 @@ import { exitOnConfigError, exitOnListenError } from './process/exits.js'
 import { clientOfSocket, createHttpServer, listen, urlOf, type TlsModule } from './process/http-server.js'
 import { afterReload, checkKeys, loadKeys, warnAboutKeys } from './process/keys.js'
 import { createLimits } from './process/limits.js'
+import { createReadiness } from './process/readiness.js'
 import { collectGarbage } from './process/memory.js'
 import { holdSighup, shutdown } from './process/shutdown.js'
 import { nodeVersionProblem } from './version.js'
@@ -90,6 +91,7 @@ async function serve(
   const proxyModule = upstream === undefined ? undefined : await import('./proxy/proxy.js')
   const tunnelModule = upstream === undefined ? undefined : await import('./proxy/tunnel.js')
   const proxy = upstream && proxyModule?.createProxy({ upstream: upstream.url, timeoutMs: upstream.timeoutMs, maxBodyBytes: config.maxBodyBytes, trustProxy: config.trustProxy })
+  const readiness = createReadiness(config, limits.store)
   const handler = createHandler({
     keys,
     log,
@@ -100,6 +102,7 @@ async function serve(
     rateLimits: limits.rateLimits,
     proxy,
     maxBodyBytes: config.maxBodyBytes,
+    readiness: readiness.problems,
   })
   const server = createHttpServer(config, handler, tlsModule && tlsPair && { module: tlsModule, pair: tlsPair })
   const dropHandshakes = tlsModule === undefined ? undefined : tlsModule.trackHandshakes(server as HttpsServer)
@@ -124,6 +127,7 @@ async function serve(
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return
     stopping = true
+    readiness.shuttingDown()
     reloader?.close()
     shutdown(server, log, config.shutdownTimeoutMs, signal, {
       dropHandshakes,

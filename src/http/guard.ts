@@ -25,8 +25,8 @@ import { requestIdOf, sendReply } from './respond.js'
 export interface GuardOptions extends Omit<HandlerOptions, 'keys' | 'routes' | 'proxy'> {
   /** A key store, or the path of a keys file, loaded now and reloaded whenever it changes (a bad file keeps the old keys). */
   keys: KeyStore | string
-  /** keygate's own `/healthz` and `/metrics` in the app, each at the path given; default: neither. */
-  expose?: { healthz?: string | false; metrics?: string | false }
+  /** keygate's own `/healthz`, `/readyz` and `/metrics` in the app, each at the path given; default: none. */
+  expose?: { healthz?: string | false; readyz?: string | false; metrics?: string | false }
 }
 
 /** Connect/Express middleware, also usable around a plain `node:http` listener. */
@@ -73,8 +73,8 @@ function keysOf(keys: KeyStore | string, log: Logger): KeyStore {
 
 /** keygate's routes in a guarded app: none of its own API, only what `expose` asks for. */
 function exposedRoutes(expose: GuardOptions['expose'] = {}): HandlerOptions['routes'] {
-  if (expose === null || typeof expose !== 'object') throw new TypeError('createGuard(options): expose must be { healthz?, metrics? }')
-  return { data: false, auth: false, healthz: expose.healthz ?? false, metrics: expose.metrics ?? false }
+  if (expose === null || typeof expose !== 'object') throw new TypeError('createGuard(options): expose must be { healthz?, readyz?, metrics? }')
+  return { data: false, auth: false, healthz: expose.healthz ?? false, readyz: expose.readyz ?? false, metrics: expose.metrics ?? false }
 }
 
 /** The check of one request of the app, then `next()` for an allowed one. */

@@ -34,6 +34,11 @@ export interface HandlerOptions {
   proxy?: Proxy
   /** Request bodies above this get 413 on keygate's own routes (default 1 MiB). */
   maxBodyBytes?: number
+  /**
+   * What is not ready now, for `/readyz` (503 naming each; 200 when none). Default: always ready.
+   * The server adds a limits store away in `closed` mode, an unreachable service, shutting down.
+   */
+  readiness?: () => string[] | Promise<string[]>
 }
 
 /** Counters whose gauges read these keys, throttle, logger (and limits store): what a handler counts by default. */
@@ -61,6 +66,7 @@ export function validateOptions(options: HandlerOptions, caller = 'createHandler
   } catch (error) {
     throw fail((error as Error).message)
   }
+  if (options.readiness !== undefined && typeof options.readiness !== 'function') throw fail('readiness must be a function returning what is not ready')
   const { trustProxy } = options
   if (trustProxy !== undefined && (!Number.isSafeInteger(trustProxy) || trustProxy < 0)) {
     throw fail('trustProxy must be a whole number of proxy hops (0 or more)')

@@ -18,6 +18,7 @@ const ALLOW = 'GET, HEAD, OPTIONS'
 export const REPLY = {
   data: createReply(200, '{"message":"Here is your data"}'),
   healthy: createReply(200, '{"status":"ok"}'),
+  ready: createReply(200, '{"status":"ready"}'),
   notFound: createReply(404, '{"error":"Not Found"}'),
   methodNotAllowed: createReply(405, '{"error":"Method Not Allowed"}', ['allow', ALLOW]),
   options: createEmptyReply(204, ['allow', ALLOW]),

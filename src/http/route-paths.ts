@@ -5,7 +5,7 @@ import type { RouteName } from '../observe/metrics.js'
 export type OwnedRoute = Exclude<RouteName, 'other' | 'proxy' | 'app'>
 /** The built-in routes a handler owns, each at its path or turned off (`false`). */
 export type RoutePaths = Partial<Record<OwnedRoute, string | false>>
-const OWNED_ROUTES = ['data', 'healthz', 'auth', 'metrics'] as const
+const OWNED_ROUTES = ['data', 'healthz', 'readyz', 'auth', 'metrics'] as const
 const ROUTE_PATH = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/
 
 /** The paths of the routes a handler owns: the defaults (`/data` ...) with `paths` applied; throws a `TypeError`. */
@@ -42,4 +42,4 @@ function looseForm(path: string): string {
 }
 
 /** keygate's own routes in proxy mode: every other path belongs to the service. */
-export const PROXY_MODE_ROUTES: RoutePaths = { data: false, auth: false, healthz: '/_keygate/healthz', metrics: '/_keygate/metrics' }
+export const PROXY_MODE_ROUTES: RoutePaths = { data: false, auth: false, healthz: '/_keygate/healthz', readyz: '/_keygate/readyz', metrics: '/_keygate/metrics' }

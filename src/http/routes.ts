@@ -42,6 +42,8 @@ export interface RouteSources {
   collectMetrics: () => MetricsSnapshot | Promise<MetricsSnapshot>
   localSnapshot: () => MetricsSnapshot
   proxy?: Proxy
+  /** What is not ready now (`/readyz`); absent: always ready. */
+  readiness?: () => string[] | Promise<string[]>
 }
 
 /** The route table of the owned routes at their paths, and in proxy mode the fallback to the service. */
@@ -51,6 +53,7 @@ export function createRoutes(sources: RouteSources, paths: ReadonlyMap<OwnedRout
   const routes: Record<OwnedRoute, Route> = {
     data: keyedReply(gate, REPLY.data, segmentsOf('data')),
     healthz: openReply(REPLY.healthy),
+    readyz: readiness(sources.readiness),
     auth: forwardAuth(gate, sources.keys),
     metrics: scrape(gate, sources, segmentsOf('metrics')),
   }
@@ -87,6 +90,22 @@ function keyedReply(gate: Gate, reply: Reply, segments: readonly string[]): Rout
 function openReply(reply: Reply): Route {
   return (req, res, { requestId }) => {
     if (!refusesMethod(req, res, requestId)) sendReply(req, res, reply, requestId)
+    return undefined
+  }
+}
+
+/** `/readyz`: 200 when nothing is wrong, else 503 naming each problem (for load balancers and Kubernetes). */
+function readiness(problemsNow: RouteSources['readiness']): Route {
+  const answer = (req: IncomingMessage, res: ServerResponse, requestId: string, problems: string[]) => {
+    if (res.destroyed) return
+    if (problems.length === 0) return sendReply(req, res, REPLY.ready, requestId)
+    sendReply(req, res, createReply(503, JSON.stringify({ status: 'not ready', problems }), ['retry-after', '1']), requestId)
+  }
+  return (req, res, { requestId }) => {
+    if (refusesMethod(req, res, requestId)) return undefined
+    const problems = problemsNow?.() ?? []
+    if (problems instanceof Promise) problems.then((found) => answer(req, res, requestId, found), (error: unknown) => answer(req, res, requestId, [`readiness check failed: ${String(error)}`]))
+    else answer(req, res, requestId, problems)
     return undefined
   }
 }

@@ -2,7 +2,7 @@
 
 /** Route labels, indexed by the handler: anything else counts as `other`. */
 // `app`: a route of the host app behind createGuard(); `other`: a path nobody owns (404).
-export const ROUTE_NAMES = ['data', 'healthz', 'auth', 'metrics', 'proxy', 'app', 'other'] as const
+export const ROUTE_NAMES = ['data', 'healthz', 'readyz', 'auth', 'metrics', 'proxy', 'app', 'other'] as const
 export type RouteName = (typeof ROUTE_NAMES)[number]
 export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden', 'rate_limited', 'limits_unavailable'] as const
 /** Upper bounds in seconds: keygate answers in tens of microseconds, a slow scrape in milliseconds. */
