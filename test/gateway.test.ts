@@ -23,7 +23,7 @@ interface Gateway {
 const SCOPED_KEY = 'gateway-scoped-key-0123456789'
 const LIMITED_KEY = 'gateway-limited-key-0123456789'
 
-async function startBackends(t: TestContext) {
+async function startBackends(t: TestContext, env: Record<string, string> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-gateway-keys-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const keysFile = join(dir, 'keys.json')
@@ -31,7 +31,7 @@ async function startBackends(t: TestContext) {
     { id: 'billing', key: SCOPED_KEY, allow: ['GET /orders/**'] },
     { id: 'metered', key: LIMITED_KEY, rateLimit: { limit: 1, windowS: 60, burst: 2 } },
   ] }))
-  const { child: keygate, url } = await startServerProcess(t, { API_KEY: KEY, API_KEYS_FILE: keysFile, TRUST_PROXY: '1', AUTH_FAIL_LIMIT: '3' })
+  const { child: keygate, url } = await startServerProcess(t, { API_KEY: KEY, API_KEYS_FILE: keysFile, TRUST_PROXY: '1', AUTH_FAIL_LIMIT: '3', ...env })
   const seen: Gateway['seen'] = []
   const upstream = await listen(t, (req, res) => {
     seen.push(req.headers)
@@ -55,8 +55,8 @@ async function runProxy(t: TestContext, command: string, args: string[], proxy: 
   })
 }
 
-async function startNginx(t: TestContext): Promise<Gateway> {
-  const { keygate, keygatePort, upstreamPort, seen } = await startBackends(t)
+async function startNginx(t: TestContext, env: Record<string, string> = {}): Promise<Gateway> {
+  const { keygate, keygatePort, upstreamPort, seen } = await startBackends(t, env)
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'keygate-nginx-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
@@ -223,6 +223,16 @@ for (const [name, start, skip] of [['nginx', startNginx, NGINX], ['Caddy', start
 }
 
 /** Just enough YAML to check the Traefik example: block maps and lists, quoted or plain scalars. */
+test('behind nginx: keygate\'s 503 (limits store away, closed mode) reaches the client with Retry-After; the service gets the Host asked for', { skip: NGINX === true ? false : NGINX }, async (t) => {
+  // A Redis that never answers: every keyed request is 503 in closed mode.
+  const { proxy, seen } = await startNginx(t, { REDIS_URL: `redis://127.0.0.1:${await freePort()}`, REDIS_TIMEOUT_MS: '50', LIMITS_ON_REDIS_FAILURE: 'closed' })
+  const refused = await get(`${proxy}/orders/1`, { authorization: `Bearer ${KEY}` })
+  assert.deepEqual([refused.status, refused.body, refused.headers.get('retry-after')], [503, '{"error":"Service Unavailable"}', '1'])
+  const open = await get(`${proxy}/status`) // a public path needs no limits store
+  assert.equal(open.status, 200)
+  assert.equal(seen.at(-1)?.host, '127.0.0.1')
+})
+
 function parseYamlSubset(text: string): unknown {
   const lines = text.split('\n').map((raw, i) => ({ raw, n: i + 1 })).filter(({ raw }) => raw.trim() !== '' && !raw.trim().startsWith('#'))
   let index = 0
