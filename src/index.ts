@@ -1,8 +1,9 @@
 /** keygate's public API for embedding in your own server: everything the server itself uses. */
 export { createHandler, type Handler, type Next } from './http/handler.js'
 export { createHandlerMetrics, type HandlerOptions } from './http/handler-options.js'
-export { createGuard, keyIdOf, type Guard, type GuardOptions } from './http/guard.js'
-export { createFetchGuard, type FetchGuard, type FetchGuardInfo } from './http/fetch-guard.js'
+export { createFetchGuard, createGuard, type Guard, type GuardOptions } from './http/guard.js'
+export type { FetchGuardInfo } from './http/fetch-guard.js'
+export { keyIdOf } from './http/identity.js'
 export type { RoutePaths } from './http/route-paths.js'
 export { createKeyStore } from './key-table/key-store.js'
 export type { KeyEntry, KeyRecord, KeyStore } from './keys/store.js'

@@ -149,7 +149,7 @@ test('LIMITS_ON_REDIS_FAILURE=closed: 503 with Retry-After: 1 while Redis is awa
   assert.match(scrape.body, /^keygate_limits_store_up 0$/m)
   assert.equal((await fresh(a.url, 'wrong-key', '/metrics')).status, 401, 'a wrong key on /metrics is still refused')
   const readiness = await fresh(a.url, undefined, '/readyz')
-  assert.deepEqual([readiness.status, JSON.parse(readiness.body)], [503, { status: 'not ready', problems: ['limits store unreachable (LIMITS_ON_REDIS_FAILURE=closed)'] }])
+  assert.deepEqual([readiness.status, JSON.parse(readiness.body)], [503, { status: 'not ready', reasons: ['limits store unreachable (LIMITS_ON_REDIS_FAILURE=closed)'] }])
   const refused = await waitFor('the access lines', () => {
     const lines = logLines(a.child).filter((line) => line.status === 503)
     return lines.length >= 3 ? lines : undefined

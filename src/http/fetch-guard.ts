@@ -1,24 +1,17 @@
 /**
- * `createFetchGuard()`: the guard for fetch-style apps (Hono and others on Node), with Web
- * `Request` and `Response` only. `guard(request, info)` resolves with keygate's refusal, or with
- * `undefined` when the request may go on; then `keyIdOf(request)` is its key's id, and
- * `guard.answered(request, response)` adds keygate's headers (RateLimit, X-Request-Id) to the app's
- * answer and writes the access line and metrics with its status. The checks are createGuard()'s,
- * run on a request and response that only carry what they read and write.
+ * The guard's Web-standard variant, for fetch-style apps (Hono and others on Node), with Web
+ * `Request` and `Response` only: `fetch(request, info)` resolves with keygate's refusal, or with
+ * `undefined` when the request may go on; `answered(request, response)` adds keygate's headers
+ * (RateLimit, X-Request-Id) to the app's answer and writes the access line and metrics with its
+ * status. It runs the node:http guard on a request and response that carry only what it reads
+ * and writes.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { createGuard, rememberKeyId, keyIdOf, type GuardOptions } from './guard.js'
+import { keyIdOf, rememberKeyId } from './identity.js'
 
 export interface FetchGuardInfo {
   /** The client's address (the socket peer; `TRUST_PROXY` applies to `X-Forwarded-For` as everywhere). */
   clientAddress?: string
-}
-
-export interface FetchGuard {
-  (request: Request, info?: FetchGuardInfo): Promise<Response | undefined>
-  /** The app's answer to an allowed request, with keygate's headers; counts and logs it. */
-  answered(request: Request, response: Response): Response
-  close(): void
 }
 
 /** What an allowed request left: the headers for its answer, and the access line waiting for its status. */
@@ -27,16 +20,17 @@ interface Pending {
   finish(status: number): void
 }
 
-export function createFetchGuard(options: GuardOptions): FetchGuard {
-  const guard = createGuard(options)
+type NodeGuard = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void
+
+export function fetchVariantOf(guard: NodeGuard) {
   const pending = new WeakMap<Request, Pending>()
-  const check = (request: Request, info: FetchGuardInfo = {}) =>
+  const fetch = (request: Request, info: FetchGuardInfo = {}) =>
     new Promise<Response | undefined>((resolve, reject) => {
-      const req = nodeRequestOf(request, info)
+      const req = nodeRequestOf(request, info) as unknown as IncomingMessage
       const res = new CapturedResponse(resolve)
-      guard(req as IncomingMessage, res as unknown as ServerResponse, (error) => {
+      guard(req, res as unknown as ServerResponse, (error) => {
         if (error !== undefined) return reject(error)
-        rememberKeyId(request, keyIdOf(req as IncomingMessage))
+        rememberKeyId(request, keyIdOf(req))
         pending.set(request, { headers: res.headers, finish: (status) => res.close(status) })
         resolve(undefined)
       })
@@ -50,7 +44,7 @@ export function createFetchGuard(options: GuardOptions): FetchGuard {
     allowed.finish(response.status)
     return new Response(response.body, { status: response.status, statusText: response.statusText, headers })
   }
-  return Object.assign(check, { answered, close: () => guard.close() })
+  return { fetch, answered }
 }
 
 /** The fields of a node:http request that keygate reads, from a Web request. */

@@ -21,6 +21,8 @@ import { overridesMethod } from './original-request.js'
 import { MALFORMED, PUBLIC, REPLY, type Outcome } from './replies.js'
 import { createRequestRecorder, RequestContext, type RecordRequest } from './request-record.js'
 import { requestIdOf, sendReply } from './respond.js'
+import { fetchVariantOf, type FetchGuardInfo } from './fetch-guard.js'
+import { rememberKeyId } from './identity.js'
 
 export interface GuardOptions extends Omit<HandlerOptions, 'keys' | 'routes' | 'proxy'> {
   /** A key store, or the path of a keys file, loaded now and reloaded whenever it changes (a bad file keeps the old keys). */
@@ -29,29 +31,27 @@ export interface GuardOptions extends Omit<HandlerOptions, 'keys' | 'routes' | '
   expose?: { healthz?: string | false; readyz?: string | false; metrics?: string | false }
 }
 
-/** Connect/Express middleware, also usable around a plain `node:http` listener. */
+/** Connect/Express middleware, also usable around a plain `node:http` listener, with a Web-standard variant. */
 export interface Guard {
   (req: IncomingMessage, res: ServerResponse, next: Next): void
+  /**
+   * The same checks for a fetch-style app: keygate's refusal as a `Response`, or `undefined` when
+   * the request may go on (then `keyIdOf(request)` is its key's id).
+   */
+  fetch(request: Request, info?: FetchGuardInfo): Promise<Response | undefined>
+  /** The app's answer to a request `fetch` let through, with keygate's headers; counts and logs it. */
+  answered(request: Request, response: Response): Response
   /** Stops watching the keys file (when `keys` was a path). */
   close(): void
 }
 
+/** The Web-standard guard alone: `(request, info) => Promise<Response | undefined>`, with `answered` and `close`. */
+export function createFetchGuard(options: GuardOptions): Guard['fetch'] & Pick<Guard, 'answered' | 'close'> {
+  const guard = createGuard(options)
+  return Object.assign((request: Request, info?: FetchGuardInfo) => guard.fetch(request, info), { answered: guard.answered, close: guard.close })
+}
+
 const APP_ROUTE = ROUTE_NAMES.indexOf('app')
-const identities = new WeakMap<IncomingMessage | Request, string>()
-
-/**
- * The id of the key that let `req` through a guard (a node:http request, or the Web request of
- * createFetchGuard); undefined for a request a `public` rule let through, or no guard's.
- */
-export function keyIdOf(req: IncomingMessage | Request): string | undefined {
-  return identities.get(req)
-}
-
-/** Records the key id of a request a guard let through. */
-export function rememberKeyId(req: IncomingMessage | Request, keyId: string | undefined): void {
-  if (keyId !== undefined) identities.set(req, keyId)
-}
-
 export function createGuard(options: GuardOptions): Guard {
   if (options === null || typeof options !== 'object') throw new TypeError('createGuard(options): options must be an object')
   const log = options.log ?? silentLogger
@@ -62,7 +62,8 @@ export function createGuard(options: GuardOptions): Guard {
   const own: Handler = createHandler({ ...checked, metrics, rateLimits })
   const guardApp = guardRoutes(createGate(keys, checked.throttle, rateLimits), createRequestRecorder(metrics, log), checked.trustProxy ?? 0)
   const guard = (req: IncomingMessage, res: ServerResponse, next: Next) => own(req, res, () => guardApp(req, res, next))
-  return Object.assign(guard, { close: () => (typeof options.keys === 'string' ? (keys as ReturnType<typeof createKeysFileStore>).close() : undefined) })
+  const close = () => (typeof options.keys === 'string' ? (keys as ReturnType<typeof createKeysFileStore>).close() : undefined)
+  return Object.assign(guard, fetchVariantOf(guard), { close })
 }
 
 function keysOf(keys: KeyStore | string, log: Logger): KeyStore {

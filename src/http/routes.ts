@@ -99,7 +99,7 @@ function readiness(problemsNow: RouteSources['readiness']): Route {
   const answer = (req: IncomingMessage, res: ServerResponse, requestId: string, problems: string[]) => {
     if (res.destroyed) return
     if (problems.length === 0) return sendReply(req, res, REPLY.ready, requestId)
-    sendReply(req, res, createReply(503, JSON.stringify({ status: 'not ready', problems }), ['retry-after', '1']), requestId)
+    sendReply(req, res, createReply(503, JSON.stringify({ status: 'not ready', reasons: problems }), ['retry-after', '1']), requestId)
   }
   return (req, res, { requestId }) => {
     if (refusesMethod(req, res, requestId)) return undefined

@@ -1,7 +1,7 @@
 /** createFetchGuard(): a fetch-style app guarded with Node's global Request and Response only. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { createFetchGuard, createKeyStore, createLogger, createThrottle, keyIdOf } from '../../dist/index.js'
+import { createFetchGuard, createGuard, createKeyStore, createLogger, createThrottle, keyIdOf } from '../../dist/index.js'
 import { waitFor } from '../helpers.js'
 
 const READ_KEY = 'reader-key-0123456789abcdef'
@@ -72,4 +72,13 @@ test('the throttle counts failures by the client address given', async () => {
   assert.equal((await app(request('/v1/a', READ_KEY), '198.51.100.1')).status, 429, 'that client is blocked')
   assert.equal((await app(request('/v1/a', READ_KEY), '198.51.100.2')).status, 201, 'another is not')
   assert.deepEqual(served, ['GET /v1/a reader'])
+})
+
+test('createGuard(options).fetch is the same Web-standard guard as createFetchGuard', async () => {
+  const guard = createGuard({ keys: KEYS })
+  assert.equal((await guard.fetch(request('/v1/reports')))?.status, 401)
+  const allowed = request('/v1/reports', READ_KEY)
+  assert.equal(await guard.fetch(allowed, { clientAddress: '192.0.2.1' }), undefined)
+  assert.equal(keyIdOf(allowed), 'reader')
+  assert.match(guard.answered(allowed, new Response('ok')).headers.get('x-request-id') ?? '', /^[0-9a-f]{32}$/)
 })
