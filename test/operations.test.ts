@@ -78,6 +78,16 @@ async function assertCountsMatch(url: string, expectedWorkers: number) {
   }
   assert.ok((m.get('process_resident_memory_bytes') ?? 0) > 10_000_000)
   assert.ok((m.get('keygate_uptime_seconds') ?? -1) >= 0)
+  // The standard process series, with the meaning of the Prometheus client conventions.
+  assert.ok((m.get('process_cpu_seconds_total') ?? 0) > 0)
+  assert.ok((m.get('process_open_fds') ?? 0) >= 3 * expectedWorkers, 'stdin, stdout, stderr at least')
+  assert.ok((m.get('process_max_fds') ?? 0) >= (m.get('process_open_fds') ?? Infinity) / expectedWorkers)
+  assert.ok((m.get('nodejs_eventloop_lag_seconds') ?? -1) >= 0 && (m.get('nodejs_eventloop_lag_seconds') ?? 1) < 1)
+  assert.ok((m.get('nodejs_eventloop_lag_p99_seconds') ?? -1) >= 0)
+  // Known labels are there at zero before anything happened.
+  assert.equal(m.get('keygate_upstream_errors_total{kind="connect"}'), 0)
+  assert.equal(m.get('keygate_upstream_responses_total{class="5xx"}'), 0)
+  assert.equal(m.get('keygate_client_errors_total{status="408"}'), 0)
 }
 
 test('/metrics needs a key and counts exactly the requests sent', async (t) => {

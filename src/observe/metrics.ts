@@ -1,4 +1,5 @@
-/** Counters and gauges, their sum over cluster workers, and the Prometheus text format 0.0.4. */
+/** Counters and gauges, and their sum over cluster workers (metrics-text.ts writes them out). */
+import { eventLoopDelay, maxFds, openFds } from './process-stats.js'
 
 /** Route labels, indexed by the handler: anything else counts as `other`. */
 // `app`: a route of the host app behind createGuard(); `other`: a path nobody owns (404).
@@ -31,6 +32,14 @@ export interface MetricsSnapshot {
   limitsStoreErrors: number
   residentMemoryBytes: number
   heapUsedBytes: number
+  /** User and system CPU time of the process, in seconds (summed over workers). */
+  cpuSeconds: number
+  /** Open file descriptors (summed over workers) and the limit of one process; NaN where /proc is not. */
+  openFds: number
+  maxFds: number
+  /** Event-loop delay since the last scrape, mean and 99th percentile, in seconds (the worst worker's). */
+  eventLoopLagSeconds: number
+  eventLoopLagP99Seconds: number
   startTimeSeconds: number
   /** Processes whose values are in this snapshot. */
   workers: number
@@ -96,6 +105,8 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
     },
     snapshot() {
       const memory = process.memoryUsage()
+      const cpu = process.cpuUsage()
+      const lag = eventLoopDelay()
       return {
         requests: Object.fromEntries(ROUTE_NAMES.map((name, route) => [name, nonZero(requests.subarray(route * STATUS_SLOTS, (route + 1) * STATUS_SLOTS))])),
         authFailures: Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, failures[i] as number])),
@@ -113,6 +124,11 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
         limitsStoreErrors: read.limitsStoreErrors(),
         residentMemoryBytes: memory.rss,
         heapUsedBytes: memory.heapUsed,
+        cpuSeconds: (cpu.user + cpu.system) / 1e6,
+        openFds: openFds(),
+        maxFds: maxFds(),
+        eventLoopLagSeconds: lag.mean,
+        eventLoopLagP99Seconds: lag.p99,
         startTimeSeconds,
         workers: 1,
       }
@@ -158,6 +174,11 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
     total.limitsStoreErrors += s.limitsStoreErrors
     total.residentMemoryBytes += s.residentMemoryBytes
     total.heapUsedBytes += s.heapUsedBytes
+    total.cpuSeconds += s.cpuSeconds
+    total.openFds += s.openFds
+    total.maxFds = Math.max(total.maxFds, s.maxFds)
+    total.eventLoopLagSeconds = Math.max(total.eventLoopLagSeconds, s.eventLoopLagSeconds)
+    total.eventLoopLagP99Seconds = Math.max(total.eventLoopLagP99Seconds, s.eventLoopLagP99Seconds)
     total.startTimeSeconds = Math.min(total.startTimeSeconds, s.startTimeSeconds)
     total.workers += s.workers
   }
@@ -166,62 +187,4 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
 
 function addInto(into: Record<string, number>, from: Record<string, number>): void {
   for (const [key, n] of Object.entries(from)) into[key] = (into[key] ?? 0) + n
-}
-
-/** The snapshot in the Prometheus text exposition format, version 0.0.4. */
-export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000): string {
-  const out: string[] = []
-  const family = (name: string, type: string, help: string, samples: Array<[Record<string, string>, number]>) => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
-    for (const [labels, value] of samples) out.push(`${name}${labelsOf(labels)} ${formatValue(value)}`)
-  }
-  family('keygate_requests_total', 'counter', 'Requests answered, by route and status.',
-    Object.entries(s.requests).flatMap(([route, byStatus]) =>
-      Object.entries(byStatus ?? {}).map(([status, n]): [Record<string, string>, number] => [{ route, status }, n])))
-  family('keygate_auth_failures_total', 'counter', 'Requests refused for their credential or its scope, by reason.',
-    Object.entries(s.authFailures).map(([reason, n]) => [{ reason }, n]))
-  family('keygate_client_errors_total', 'counter', 'Malformed, oversized or timed-out requests closed before routing, by status.',
-    Object.entries(s.clientErrors).map(([status, n]) => [{ status }, n]))
-  out.push('# HELP keygate_request_duration_seconds Time from the request reaching keygate to its answer being written.')
-  out.push('# TYPE keygate_request_duration_seconds histogram')
-  let cumulative = 0
-  DURATION_BUCKETS.forEach((bound, i) => {
-    cumulative += s.durationBuckets[i] ?? 0
-    out.push(`keygate_request_duration_seconds_bucket{le="${bound}"} ${cumulative}`)
-  })
-  out.push(`keygate_request_duration_seconds_bucket{le="+Inf"} ${s.durationCount}`)
-  out.push(`keygate_request_duration_seconds_sum ${formatValue(s.durationSum)}`, `keygate_request_duration_seconds_count ${s.durationCount}`)
-  family('keygate_upstream_responses_total', 'counter', 'Proxy mode: answers of the service, by status class.',
-    Object.entries(s.upstreamResponses ?? {}).map(([statusClass, n]) => [{ class: statusClass }, n]))
-  family('keygate_upstream_errors_total', 'counter', 'Proxy mode: exchanges with the service that failed, by kind.',
-    Object.entries(s.upstreamErrors ?? {}).map(([kind, n]) => [{ kind }, n]))
-  family('keygate_keys_loaded', 'gauge', 'Keys in service.', [[{}, s.keysLoaded]])
-  family('keygate_key_reloads_total', 'counter', 'Reloads of the keys file, by result.',
-    [[{ result: 'success' }, s.keyReloads.success], [{ result: 'failure' }, s.keyReloads.failure]])
-  family('keygate_throttle_clients', 'gauge', 'Client addresses tracked by the failed-attempt throttle.', [[{}, s.throttleClients]])
-  family('keygate_log_lines_dropped_total', 'counter', 'Log lines dropped because stdout could not keep up.', [[{}, s.logLinesDropped]])
-  family('keygate_limits_store_up', 'gauge', 'Whether the store of limit counters answers: 0 while Redis is away (in any worker).', [[{}, s.limitsStoreUp]])
-  family('keygate_limits_store_errors_total', 'counter', 'Redis commands and connections that failed or timed out.', [[{}, s.limitsStoreErrors]])
-  family('keygate_workers', 'gauge', 'Processes whose values this scrape includes.', [[{}, s.workers]])
-  family('process_resident_memory_bytes', 'gauge', 'Resident memory, summed over workers.', [[{}, s.residentMemoryBytes]])
-  family('nodejs_heap_size_used_bytes', 'gauge', 'V8 heap in use, summed over workers.', [[{}, s.heapUsedBytes]])
-  family('process_start_time_seconds', 'gauge', 'Start time since the Unix epoch, in seconds.', [[{}, s.startTimeSeconds]])
-  family('keygate_uptime_seconds', 'gauge', 'Seconds since the process started.', [[{}, Math.max(0, Math.round(nowSeconds - s.startTimeSeconds))]])
-  return `${out.join('\n')}\n`
-}
-
-function labelsOf(labels: Record<string, string>): string {
-  const pairs = Object.entries(labels).map(([name, value]) => `${name}="${escapeLabelValue(value)}"`)
-  return pairs.length === 0 ? '' : `{${pairs.join(',')}}`
-}
-
-/** Label values escape backslash, double quote and line feed (text format 0.0.4). */
-export function escapeLabelValue(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
-}
-
-function formatValue(value: number): string {
-  if (Number.isNaN(value)) return 'NaN'
-  if (!Number.isFinite(value)) return value > 0 ? '+Inf' : '-Inf'
-  return String(value)
 }
