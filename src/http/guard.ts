@@ -55,21 +55,22 @@ const APP_ROUTE = ROUTE_NAMES.indexOf('app')
 export function createGuard(options: GuardOptions): Guard {
   if (options === null || typeof options !== 'object') throw new TypeError('createGuard(options): options must be an object')
   const log = options.log ?? silentLogger
-  const keys = keysOf(options.keys, log)
+  const { keys, close } = keysOf(options.keys, log)
   const checked = validateOptions({ ...options, keys, routes: exposedRoutes(options.expose) }, 'createGuard')
   const metrics = checked.metrics ?? createHandlerMetrics(keys, checked.throttle, log)
   const rateLimits = checked.rateLimits ?? createMemoryRateLimitStore()
   const own: Handler = createHandler({ ...checked, metrics, rateLimits })
   const guardApp = guardRoutes(createGate(keys, checked.throttle, rateLimits), createRequestRecorder(metrics, log), checked.trustProxy ?? 0)
   const guard = (req: IncomingMessage, res: ServerResponse, next: Next) => own(req, res, () => guardApp(req, res, next))
-  const close = () => (typeof options.keys === 'string' ? (keys as ReturnType<typeof createKeysFileStore>).close() : undefined)
   return Object.assign(guard, fetchVariantOf(guard), { close })
 }
 
-function keysOf(keys: KeyStore | string, log: Logger): KeyStore {
-  if (typeof keys !== 'string') return keys
+/** The store, and what stops it: watching the keys file when `keys` is its path, nothing for a store. */
+function keysOf(keys: KeyStore | string, log: Logger): { keys: KeyStore; close: () => void } {
+  if (typeof keys !== 'string') return { keys, close: () => undefined }
   if (keys === '') throw new TypeError('createGuard(options): keys must be a key store or the path of a keys file')
-  return createKeysFileStore(keys, { log })
+  const store = createKeysFileStore(keys, { log })
+  return { keys: store, close: store.close }
 }
 
 /** keygate's routes in a guarded app: none of its own API, only what `expose` asks for. */
