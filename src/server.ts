@@ -54,11 +54,18 @@ async function main(): Promise<void> {
     // Check keys and certificates once here, so a mistake is one line and exit 1, not a crash loop.
     checkKeys(config, log)
     collectGarbage() // the set was only checked: none of it stays in the primary
-    if (config.tls !== undefined) exitOnConfigError(() => tlsModule?.loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
+    if (config.tls !== undefined) {
+      const pair = exitOnConfigError(() => tlsModule?.loadTlsPair(config.tls as NonNullable<Config['tls']>), log)
+      warnAboutCertificate(pair && tlsModule?.certificateWarning(pair, config.tls.certFile), log)
+    }
     const { runPrimary } = await import('./process/cluster.js')
     return runPrimary(config, log, (port) => urlOf(config, port), (error) => exitOnListenError(error, config, log))
   }
   await serve(config, log, tlsModule, role === undefined ? undefined : await import('./process/cluster-worker.js'))
+}
+
+function warnAboutCertificate(warning: string | undefined, log: Logger): void {
+  if (warning !== undefined) log.warn(warning)
 }
 
 async function clusterRole(): Promise<ClusterRole> {
@@ -79,11 +86,13 @@ async function serve(
   const keys = loaded.keys
   const tls = config.tls
   const tlsPair = tls === undefined || tlsModule === undefined ? undefined : exitOnConfigError(() => tlsModule.loadTlsPair(tls), log)
+  if (worker === undefined) warnAboutCertificate(tls && tlsPair && tlsModule?.certificateWarning(tlsPair, tls.certFile), log)
+  let certificateNotAfterMs = tlsPair === undefined ? NaN : Date.parse(tlsPair.validTo)
   // Waiting for Redis takes up to REDIS_TIMEOUT_MS: a SIGHUP meanwhile must not kill the process.
   const installSighup = holdSighup()
   const limits = await createLimits(config, log, worker)
   const throttle = limits.throttle
-  const metrics = createHandlerMetrics(keys, throttle, log, limits.store)
+  const metrics = createHandlerMetrics(keys, throttle, log, limits.store, { certificateNotAfterMs: () => certificateNotAfterMs })
   const reloader = loaded.reload === undefined
     ? undefined
     : startKeysFileReloads({ ...loaded.reload, store: loaded.keys, log, onReload: (ok) => afterReload(ok, metrics) })
@@ -121,7 +130,8 @@ async function serve(
   installSighup(() => {
     if (reloader === undefined && tls === undefined) log.info('SIGHUP: no API_KEYS_FILE or TLS certificate to reload')
     reloader?.reload('SIGHUP')
-    if (tls !== undefined) tlsModule?.reloadTls(server as HttpsServer, tls, log)
+    const renewed = tls === undefined ? undefined : tlsModule?.reloadTls(server as HttpsServer, tls, log)
+    if (renewed !== undefined) certificateNotAfterMs = Date.parse(renewed.validTo)
   })
   let stopping = false
   const stop = (signal: NodeJS.Signals) => {

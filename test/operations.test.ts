@@ -68,14 +68,20 @@ async function assertCountsMatch(url: string, expectedWorkers: number) {
   assert.equal(m.get('keygate_workers'), expectedWorkers)
   // The scrape itself is counted by the worker that answered it, before its own snapshot.
   const answered = 6 + 4 + 1 + 1 + 1 + (m.get('keygate_requests_total{route="metrics",status="200"}') ?? 0)
-  assert.equal(m.get('keygate_request_duration_seconds_count'), answered)
-  assert.equal(m.get('keygate_request_duration_seconds_bucket{le="+Inf"}'), answered)
+  // The histogram is by route: /data's answers in its own, and the routes add up to every answer.
+  assert.equal(m.get('keygate_request_duration_seconds_count{route="data"}'), 6 + 4 + 1)
+  assert.equal(m.get('keygate_request_duration_seconds_bucket{route="data",le="+Inf"}'), 6 + 4 + 1)
+  assert.equal(m.get('keygate_request_duration_seconds_count{route="healthz"}'), 1)
+  const counted = [...m].filter(([name]) => name.startsWith('keygate_request_duration_seconds_count{')).reduce((sum, [, n]) => sum + n, 0)
+  assert.equal(counted, answered)
   let previous = 0
   for (const [name, value] of m) {
-    if (!name.startsWith('keygate_request_duration_seconds_bucket')) continue
+    if (!name.startsWith('keygate_request_duration_seconds_bucket{route="data"')) continue
     assert.ok(value >= previous, 'buckets are cumulative')
     previous = value
   }
+  assert.equal(previous, 6 + 4 + 1, 'the last bucket is +Inf')
+  assert.ok((m.get('keygate_request_duration_seconds_sum{route="data"}') ?? 0) > 0)
   assert.ok((m.get('process_resident_memory_bytes') ?? 0) > 10_000_000)
   assert.ok((m.get('keygate_uptime_seconds') ?? -1) >= 0)
   // The standard process series, with the meaning of the Prometheus client conventions.

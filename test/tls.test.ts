@@ -8,7 +8,9 @@ import { join } from 'node:path'
 import { connect, type ConnectionOptions } from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import { test, type TestContext } from 'node:test'
-import { DIST_DIR, TEST_KEY, runNode, startServerProcess, waitFor } from './helpers.js'
+import { spawnSync } from 'node:child_process'
+import { certificateWarning, loadTlsPair } from '../dist/process/tls.js'
+import { DIST_DIR, TEST_KEY, logLines, runNode, startServerProcess, waitFor } from './helpers.js'
 
 const fixture = (name: string) => fileURLToPath(new URL(`../test/fixtures/${name}`, import.meta.url))
 const CERT_A = fixture('test-only-a.cert.pem')
@@ -18,8 +20,8 @@ const KEY_B = fixture('test-only-b.key.pem')
 const BOTH_CAS = [readFileSync(CERT_A), readFileSync(CERT_B)]
 
 /** GET over HTTPS trusting the test-only certificates (fetch cannot be given a CA). */
-async function httpsGet(url: string, path: string, headers: Record<string, string> = {}) {
-  const req = request(`${url}${path}`, { ca: BOTH_CAS, headers })
+async function httpsGet(url: string, path: string, headers: Record<string, string> = {}, ca: Buffer[] = BOTH_CAS) {
+  const req = request(`${url}${path}`, { ca, headers })
   req.end()
   const [res] = (await once(req, 'response')) as [import('node:http').IncomingMessage]
   let body = ''
@@ -82,6 +84,77 @@ test('an invalid new pair keeps the old certificate and logs an error', async (t
   assert.match(child.stdout(), /does not match the certificate/)
   assert.equal(await servedFingerprint(url), before)
   assert.equal((await httpsGet(url, '/healthz')).status, 200)
+})
+
+/** Seconds until expiry as /metrics says it, over HTTPS. */
+async function certificateExpirySeconds(url: string, ca = BOTH_CAS): Promise<number> {
+  const { body } = await httpsGet(url, '/metrics', { authorization: TEST_KEY }, ca)
+  const line = body.split('\n').find((l) => l.startsWith('keygate_tls_certificate_expiry_seconds '))
+  assert.ok(line !== undefined, 'the expiry gauge is in /metrics')
+  return Number(line.split(' ')[1])
+}
+
+test('/metrics gives the seconds until the certificate expires', async (t) => {
+  const { child, url } = await startServerProcess(t, { API_KEY: TEST_KEY, TLS_CERT_FILE: CERT_A, TLS_KEY_FILE: KEY_A })
+  const expected = (Date.parse(loadTlsPair({ certFile: CERT_A, keyFile: KEY_A }).validTo) - Date.now()) / 1000
+  assert.ok(Math.abs((await certificateExpirySeconds(url)) - expected) < 60)
+  assert.ok(!logLines(child).some((line) => line.level === 'warn'), 'a certificate far from expiry gets no warning')
+})
+
+test('without TLS /metrics has no certificate series', async (t) => {
+  const { url } = await startServerProcess(t, { API_KEY: TEST_KEY })
+  const body = await (await fetch(`${url}/metrics`, { headers: { authorization: TEST_KEY } })).text()
+  assert.doesNotMatch(body, /keygate_tls_certificate_expiry_seconds/)
+})
+
+test('certificateWarning: expired, within 30 days, and not yet', () => {
+  const pair = loadTlsPair({ certFile: CERT_A, keyFile: KEY_A })
+  const expiry = Date.parse(pair.validTo)
+  const day = 86_400_000
+  assert.equal(certificateWarning(pair, 'a.pem', expiry - 31 * day), undefined)
+  assert.equal(certificateWarning(pair, 'a.pem', expiry - 30 * day), `TLS_CERT_FILE a.pem: the certificate expires within 30 days, at ${pair.validTo}`)
+  assert.equal(certificateWarning(pair, 'a.pem', expiry - 1), `TLS_CERT_FILE a.pem: the certificate expires within 30 days, at ${pair.validTo}`)
+  assert.equal(certificateWarning(pair, 'a.pem', expiry), `TLS_CERT_FILE a.pem: the certificate expired at ${pair.validTo}`)
+})
+
+const OPENSSL = spawnSync('sh', ['-c', 'command -v openssl']).status === 0 || 'openssl is not installed: apt-get install openssl'
+const NEEDS_OPENSSL = { skip: OPENSSL === true ? false : OPENSSL }
+
+/** A self-signed pair for 127.0.0.1 that expires in 10 days, written over `certFile` and `keyFile`. */
+function writeCertificateForTenDays(certFile: string, keyFile: string): void {
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '10',
+    '-subj', '/CN=keygate-test-only-soon', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', keyFile, '-out', certFile], { encoding: 'utf8' })
+  assert.equal(made.status, 0, made.stderr)
+}
+
+const SOON = /^TLS_CERT_FILE \S+: the certificate expires within 30 days, at \d{4}-/
+
+for (const workers of ['1', '2']) {
+  test(`WORKERS=${workers}: a certificate expiring within 30 days is served, with one startup warning`, NEEDS_OPENSSL, async (t) => {
+    const { certFile, keyFile } = tempPair(t)
+    writeCertificateForTenDays(certFile, keyFile)
+    const { child, url } = await startServerProcess(t, { API_KEY: TEST_KEY, TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile, WORKERS: workers })
+    const warnings = logLines(child).filter((line) => line.level === 'warn' && String(line.msg).includes('TLS_CERT_FILE'))
+    assert.equal(warnings.length, 1, child.stdout())
+    assert.match(String(warnings[0]?.msg), SOON)
+    const seconds = await certificateExpirySeconds(url, [readFileSync(certFile)])
+    assert.ok(seconds > 9 * 86_400 && seconds <= 10 * 86_400, `${seconds} s`)
+  })
+}
+
+test('a reload moves the expiry gauge to the new certificate, and warns when it is close to expiry', NEEDS_OPENSSL, async (t) => {
+  const { certFile, keyFile } = tempPair(t)
+  const { child, url } = await startServerProcess(t, { API_KEY: TEST_KEY, TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile })
+  assert.ok((await certificateExpirySeconds(url)) > 365 * 86_400)
+  writeCertificateForTenDays(certFile, keyFile)
+  const fresh = readFileSync(certFile)
+  child.process.kill('SIGHUP')
+  await waitFor('the tls reload line', () => child.stdout().includes('"msg":"tls reloaded"') || undefined)
+  const warning = logLines(child).find((line) => line.level === 'warn')
+  assert.match(String(warning?.msg), SOON)
+  // The new certificate is self-signed by another key: trust it alone now.
+  const seconds = await certificateExpirySeconds(url, [fresh])
+  assert.ok(seconds > 9 * 86_400 && seconds <= 10 * 86_400, `${seconds} s`)
 })
 
 for (const [name, env, expected] of [

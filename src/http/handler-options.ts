@@ -3,7 +3,7 @@ import type { KeyStore } from '../keys/store.js'
 import type { RateLimitStore } from '../limits/rate-limit.js'
 import type { Throttle } from '../limits/throttle.js'
 import type { Logger } from '../observe/log.js'
-import { createMetrics, type Metrics, type MetricsSnapshot } from '../observe/metrics.js'
+import { createMetrics, type Metrics, type MetricsGauges, type MetricsSnapshot } from '../observe/metrics.js'
 import type { Proxy } from './forwarding.js'
 import { resolveRoutePaths, type RoutePaths } from './route-paths.js'
 
@@ -41,13 +41,23 @@ export interface HandlerOptions {
   readiness?: () => string[] | Promise<string[]>
 }
 
-/** Counters whose gauges read these keys, throttle, logger (and limits store): what a handler counts by default. */
-export function createHandlerMetrics(keys: KeyStore, throttle: Throttle | undefined, log: Logger, store?: { up(): number; errors(): number }): Metrics {
+/**
+ * Counters whose gauges read these keys, throttle, logger (and limits store): what a handler counts
+ * by default. `gauges` adds or replaces gauges (the server's TLS certificate expiry).
+ */
+export function createHandlerMetrics(
+  keys: KeyStore,
+  throttle: Throttle | undefined,
+  log: Logger,
+  store?: { up(): number; errors(): number },
+  gauges: Partial<MetricsGauges> = {},
+): Metrics {
   return createMetrics({
     keysLoaded: () => keys.size,
     throttleClients: () => throttle?.size ?? 0,
     logLinesDropped: () => log.dropped,
     ...(store !== undefined && { limitsStoreUp: store.up, limitsStoreErrors: store.errors }),
+    ...gauges,
   })
 }
 

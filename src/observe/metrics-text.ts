@@ -1,5 +1,5 @@
 /** A metrics snapshot in the Prometheus text exposition format, version 0.0.4. */
-import { DURATION_BUCKETS, type MetricsSnapshot } from './metrics.js'
+import { DURATION_BUCKETS, type DurationHistogram, type MetricsSnapshot } from './metrics.js'
 
 // Labels known in advance are written at zero from the start, so that rate() and alerts see them.
 const UPSTREAM_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx']
@@ -25,15 +25,9 @@ export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000
     Object.entries(s.authFailures).map(([reason, n]) => [{ reason }, n]))
   family('keygate_client_errors_total', 'counter', 'Malformed, oversized or timed-out requests closed before routing, by status.',
     Object.entries(withZeros(s.clientErrors, CLIENT_ERRORS)).map(([status, n]) => [{ status }, n]))
-  out.push('# HELP keygate_request_duration_seconds Time from the request reaching keygate to its answer being written.')
+  out.push('# HELP keygate_request_duration_seconds Time from the request reaching keygate to its answer being written, by route.')
   out.push('# TYPE keygate_request_duration_seconds histogram')
-  let cumulative = 0
-  DURATION_BUCKETS.forEach((bound, i) => {
-    cumulative += s.durationBuckets[i] ?? 0
-    out.push(`keygate_request_duration_seconds_bucket{le="${bound}"} ${cumulative}`)
-  })
-  out.push(`keygate_request_duration_seconds_bucket{le="+Inf"} ${s.durationCount}`)
-  out.push(`keygate_request_duration_seconds_sum ${formatValue(s.durationSum)}`, `keygate_request_duration_seconds_count ${s.durationCount}`)
+  for (const [route, histogram] of Object.entries(s.durations)) out.push(...histogramLines(route, histogram as DurationHistogram))
   family('keygate_upstream_responses_total', 'counter', 'Proxy mode: answers of the service, by status class.',
     Object.entries(withZeros(s.upstreamResponses, UPSTREAM_CLASSES)).map(([statusClass, n]) => [{ class: statusClass }, n]))
   family('keygate_upstream_errors_total', 'counter', 'Proxy mode: exchanges with the service that failed, by kind.',
@@ -45,6 +39,10 @@ export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000
   family('keygate_log_lines_dropped_total', 'counter', 'Log lines dropped because stdout could not keep up.', [[{}, s.logLinesDropped]])
   family('keygate_limits_store_up', 'gauge', 'Whether the store of limit counters answers: 0 while Redis is away (in any worker).', [[{}, s.limitsStoreUp]])
   family('keygate_limits_store_errors_total', 'counter', 'Redis commands and connections that failed or timed out.', [[{}, s.limitsStoreErrors]])
+  if (s.certificateExpirySeconds !== null) {
+    family('keygate_tls_certificate_expiry_seconds', 'gauge', 'Seconds until the TLS certificate in service expires (negative once it has).',
+      [[{}, Math.round(s.certificateExpirySeconds)]])
+  }
   family('keygate_workers', 'gauge', 'Processes whose values this scrape includes.', [[{}, s.workers]])
   family('process_resident_memory_bytes', 'gauge', 'Resident memory, summed over workers.', [[{}, s.residentMemoryBytes]])
   family('nodejs_heap_size_used_bytes', 'gauge', 'V8 heap in use, summed over workers.', [[{}, s.heapUsedBytes]])
@@ -56,6 +54,18 @@ export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000
   family('nodejs_eventloop_lag_p99_seconds', 'gauge', '99th percentile of the event-loop delay since the last scrape, in seconds (the worst worker).', [[{}, s.eventLoopLagP99Seconds]])
   family('keygate_uptime_seconds', 'gauge', 'Seconds since the process started.', [[{}, Math.max(0, Math.round(nowSeconds - s.startTimeSeconds))]])
   return `${out.join('\n')}\n`
+}
+
+function histogramLines(route: string, { buckets, sum, count }: DurationHistogram): string[] {
+  const name = 'keygate_request_duration_seconds'
+  const label = `route="${escapeLabelValue(route)}"`
+  let cumulative = 0
+  const lines = DURATION_BUCKETS.map((bound, i) => {
+    cumulative += buckets[i] ?? 0
+    return `${name}_bucket{${label},le="${bound}"} ${cumulative}`
+  })
+  lines.push(`${name}_bucket{${label},le="+Inf"} ${count}`, `${name}_sum{${label}} ${formatValue(sum)}`, `${name}_count{${label}} ${count}`)
+  return lines
 }
 
 function labelsOf(labels: Record<string, string>): string {

@@ -16,10 +16,8 @@ export interface MetricsSnapshot {
   requests: Partial<Record<RouteName, Record<string, number>>>
   authFailures: Record<string, number>
   clientErrors: Record<string, number>
-  /** Per-bucket (not cumulative) counts; the last slot is above every bound (+Inf). */
-  durationBuckets: number[]
-  durationSum: number
-  durationCount: number
+  /** Time to answer by route (only routes that answered something). */
+  durations: Partial<Record<RouteName, DurationHistogram>>
   keyReloads: { success: number; failure: number }
   /** Proxy mode: the service's answers by status class (`2xx`...), and failed exchanges by kind. */
   upstreamResponses: Record<string, number>
@@ -30,6 +28,8 @@ export interface MetricsSnapshot {
   /** 1 while the store of limit counters answers (always, but for a Redis that is away); the least over workers. */
   limitsStoreUp: number
   limitsStoreErrors: number
+  /** Seconds from the snapshot to the TLS certificate's expiry (the soonest over workers); null without TLS. */
+  certificateExpirySeconds: number | null
   residentMemoryBytes: number
   heapUsedBytes: number
   /** User and system CPU time of the process, in seconds (summed over workers). */
@@ -45,6 +45,13 @@ export interface MetricsSnapshot {
   workers: number
 }
 
+/** One histogram: per-bucket (not cumulative) counts, the last slot above every bound (+Inf). */
+export interface DurationHistogram {
+  buckets: number[]
+  sum: number
+  count: number
+}
+
 /** Values read when a snapshot is taken rather than counted. */
 export interface MetricsGauges {
   keysLoaded(): number
@@ -52,6 +59,8 @@ export interface MetricsGauges {
   logLinesDropped(): number
   limitsStoreUp(): number
   limitsStoreErrors(): number
+  /** When the TLS certificate in service expires, in ms since the epoch; NaN without TLS. */
+  certificateNotAfterMs(): number
 }
 
 export interface Metrics {
@@ -65,7 +74,7 @@ export interface Metrics {
   snapshot(): MetricsSnapshot
 }
 
-const NO_GAUGES: MetricsGauges = { keysLoaded: () => 0, throttleClients: () => 0, logLinesDropped: () => 0, limitsStoreUp: () => 1, limitsStoreErrors: () => 0 }
+const NO_GAUGES: MetricsGauges = { keysLoaded: () => 0, throttleClients: () => 0, logLinesDropped: () => 0, limitsStoreUp: () => 1, limitsStoreErrors: () => 0, certificateNotAfterMs: () => NaN }
 
 /** Creates the counters; `gauges` are read at each snapshot (each defaults to 0). */
 export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
@@ -73,12 +82,13 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
   const requests = new Float64Array(ROUTE_NAMES.length * STATUS_SLOTS)
   const failures = new Float64Array(FAILURE_REASONS.length)
   const clientErrors = new Float64Array(STATUS_SLOTS)
-  const buckets = new Float64Array(DURATION_BUCKETS.length + 1)
+  const slots = DURATION_BUCKETS.length + 1
+  const buckets = new Float64Array(ROUTE_NAMES.length * slots)
   const reloads = { success: 0, failure: 0 }
   const upstreamResponses: Record<string, number> = {}
   const upstreamErrors: Record<string, number> = {}
   // In a typed array, not a `let`: a double kept in a closure is a new heap number at every update.
-  const durationSum = new Float64Array(1)
+  const durationSums = new Float64Array(ROUTE_NAMES.length)
   const startTimeSeconds = Math.round(Date.now() / 1000 - process.uptime())
   return {
     recordRequest(route, status, seconds, failure) {
@@ -86,8 +96,8 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
       if (failure >= 0) increment(failures, failure)
       let bucket = 0
       while (bucket < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[bucket] as number)) bucket++
-      increment(buckets, bucket)
-      durationSum[0] = (durationSum[0] as number) + seconds
+      increment(buckets, route * slots + bucket)
+      durationSums[route] = (durationSums[route] as number) + seconds
     },
     recordClientError(status) {
       increment(clientErrors, status % STATUS_SLOTS)
@@ -111,9 +121,7 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
         requests: Object.fromEntries(ROUTE_NAMES.map((name, route) => [name, nonZero(requests.subarray(route * STATUS_SLOTS, (route + 1) * STATUS_SLOTS))])),
         authFailures: Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, failures[i] as number])),
         clientErrors: nonZero(clientErrors),
-        durationBuckets: [...buckets],
-        durationSum: durationSum[0] as number,
-        durationCount: buckets.reduce((sum, n) => sum + n, 0),
+        durations: durationsByRoute(buckets, durationSums, slots),
         keyReloads: { ...reloads },
         upstreamResponses: { ...upstreamResponses },
         upstreamErrors: { ...upstreamErrors },
@@ -122,6 +130,7 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
         logLinesDropped: read.logLinesDropped(),
         limitsStoreUp: read.limitsStoreUp(),
         limitsStoreErrors: read.limitsStoreErrors(),
+        certificateExpirySeconds: secondsUntil(read.certificateNotAfterMs()),
         residentMemoryBytes: memory.rss,
         heapUsedBytes: memory.heapUsed,
         cpuSeconds: (cpu.user + cpu.system) / 1e6,
@@ -138,6 +147,25 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
 
 function increment(counts: Float64Array, index: number): void {
   counts[index] = (counts[index] as number) + 1
+}
+
+// null rather than NaN: snapshots cross the cluster's IPC as JSON, which has no NaN.
+function secondsUntil(ms: number): number | null {
+  return Number.isNaN(ms) ? null : (ms - Date.now()) / 1000
+}
+
+function soonest(a: number | null, b: number | null): number | null {
+  return a === null ? b : b === null ? a : Math.min(a, b)
+}
+
+function durationsByRoute(buckets: Float64Array, sums: Float64Array, slots: number): MetricsSnapshot['durations'] {
+  const out: MetricsSnapshot['durations'] = {}
+  ROUTE_NAMES.forEach((name, route) => {
+    const counts = [...buckets.subarray(route * slots, (route + 1) * slots)]
+    const count = counts.reduce((sum, n) => sum + n, 0)
+    if (count > 0) out[name] = { buckets: counts, sum: sums[route] as number, count }
+  })
+  return out
 }
 
 function nonZero(counts: Float64Array): Record<string, number> {
@@ -162,9 +190,7 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
     addInto(total.clientErrors, s.clientErrors)
     addInto(total.upstreamResponses, s.upstreamResponses ?? {})
     addInto(total.upstreamErrors, s.upstreamErrors ?? {})
-    s.durationBuckets.forEach((n, i) => (total.durationBuckets[i] = (total.durationBuckets[i] ?? 0) + n))
-    total.durationSum += s.durationSum
-    total.durationCount += s.durationCount
+    for (const [route, histogram] of Object.entries(s.durations)) addHistogram(total.durations, route as RouteName, histogram)
     total.keyReloads.success += s.keyReloads.success
     total.keyReloads.failure += s.keyReloads.failure
     total.keysLoaded = Math.max(total.keysLoaded, s.keysLoaded) // every worker loads the same keys
@@ -172,6 +198,7 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
     total.logLinesDropped += s.logLinesDropped
     total.limitsStoreUp = Math.min(total.limitsStoreUp, s.limitsStoreUp) // one worker without Redis is a store not answering
     total.limitsStoreErrors += s.limitsStoreErrors
+    total.certificateExpirySeconds = soonest(total.certificateExpirySeconds, s.certificateExpirySeconds)
     total.residentMemoryBytes += s.residentMemoryBytes
     total.heapUsedBytes += s.heapUsedBytes
     total.cpuSeconds += s.cpuSeconds
@@ -183,6 +210,13 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
     total.workers += s.workers
   }
   return total
+}
+
+function addHistogram(into: MetricsSnapshot['durations'], route: RouteName, from: DurationHistogram): void {
+  const total = (into[route] ??= { buckets: from.buckets.map(() => 0), sum: 0, count: 0 })
+  from.buckets.forEach((n, i) => (total.buckets[i] = (total.buckets[i] ?? 0) + n))
+  total.sum += from.sum
+  total.count += from.count
 }
 
 function addInto(into: Record<string, number>, from: Record<string, number>): void {

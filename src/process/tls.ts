@@ -70,15 +70,34 @@ export function trackHandshakes(server: HttpsServer): () => void {
   }
 }
 
-/** Re-reads the pair and swaps it into `server`; an invalid pair keeps the old one and logs an error. */
-export function reloadTls(server: HttpsServer, files: TlsFiles, log: Logger): void {
+/** As for keys: a certificate this close to expiry gets a warning at startup and at each reload. */
+export const CERTIFICATE_WARNING_DAYS = 30
+const DAY_MS = 86_400_000
+
+/** The warning a certificate deserves at `nowMs`: expired, or expiring within 30 days; else undefined. */
+export function certificateWarning(pair: TlsPair, certFile: string, nowMs = Date.now()): string | undefined {
+  const leftMs = Date.parse(pair.validTo) - nowMs
+  if (leftMs <= 0) return `TLS_CERT_FILE ${certFile}: the certificate expired at ${pair.validTo}`
+  if (leftMs > CERTIFICATE_WARNING_DAYS * DAY_MS) return undefined
+  return `TLS_CERT_FILE ${certFile}: the certificate expires within ${CERTIFICATE_WARNING_DAYS} days, at ${pair.validTo}`
+}
+
+/**
+ * Re-reads the pair and swaps it into `server`, returning it; an invalid pair keeps the old one,
+ * logs an error and returns undefined.
+ */
+export function reloadTls(server: HttpsServer, files: TlsFiles, log: Logger): TlsPair | undefined {
   try {
     const pair = loadTlsPair(files)
     server.setSecureContext({ cert: pair.cert, key: pair.key, minVersion: MIN_TLS_VERSION })
     log.info('tls reloaded', { certFile: files.certFile, validTo: pair.validTo })
+    const warning = certificateWarning(pair, files.certFile)
+    if (warning !== undefined) log.warn(warning)
+    return pair
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error
     log.error('tls reload failed: the previous certificate stays in service', { error: error.message })
+    return undefined
   }
 }
 
