@@ -14,7 +14,7 @@ import { dirname, join, normalize, relative, sep } from 'node:path'
 const LAYERS = [
   { name: 'entry points', rooms: ['server.ts', 'cli.ts', 'cli-commands.ts', 'index.ts'] },
   { name: 'process', rooms: ['process'] },
-  { name: 'configuration', rooms: ['config.ts'] },
+  { name: 'configuration', rooms: ['config.ts', 'settings.ts'] },
   { name: 'forwarding', rooms: ['proxy'] },
   { name: 'the request path', rooms: ['http'] },
   { name: 'the keys file', rooms: ['keys-file'] },

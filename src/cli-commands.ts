@@ -4,8 +4,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { isValidKey, isValidKeyId, type KeyEntry } from './keys/entry-check.js'
 import { tryCreateKeyStore } from './key-table/key-store.js'
 import { checkKeysFile, KeysFileError } from './keys-file/file.js'
-import { EXPIRY_WARNING_DAYS, type KeyFinding, type KeysFileFindings } from './keys-file/findings.js'
+import { EXPIRY_WARNING_DAYS, keysFileWarnings, type KeyFinding, type KeysFileFindings } from './keys-file/findings.js'
 import { generateKey } from './keys/keygen.js'
+import { describeSettings } from './settings.js'
 import { VERSION } from './version.js'
 
 const USAGE = `Usage: keygate [command] [options]
@@ -22,7 +23,7 @@ Run "keygate COMMAND --help" for one command. Exit codes: 0 ok, 1 failed, 2 bad 
 `
 
 const HELP: Record<string, string> = {
-  serve: `Usage: keygate serve\n\nRuns the server, exactly as "node dist/server.js". Configuration comes from\nenvironment variables: PORT, HOST, API_KEY, API_KEYS_FILE, LOG_LEVEL, ... (see the README).\n`,
+  serve: `Usage: keygate serve\n\nRuns the server, exactly as "node dist/server.js", configured by these environment\nvariables (unset or empty: the default):\n${describeSettings()}`,
   keygen: `Usage: keygate keygen [--id NAME] [--expires ISO-8601]\n\nPrints two lines on stdout: a new key (kg_ + 46 base62 characters, the last 6 a CRC32\nchecksum) for the client, then the JSON entry for the keys file, holding only its sha256.\n  --id NAME        the entry's id (default: key-YYYYMMDD-xxxx)\n  --expires DATE   expiry, such as 2027-06-30T00:00:00Z\n`,
   hash: `Usage: keygate hash < key.txt\n\nReads one key on stdin (a trailing newline is ignored) and prints the SHA-256 hex\nto put in a keys file entry as "sha256".\n`,
   check: `Usage: keygate check FILE\n\nValidates a keys file, like "nginx -t": exit 0 with a summary (keys, expired ones,\nones expiring within 30 days, entries holding plain-text keys), or exit 1 with every problem.\n`,
@@ -39,8 +40,10 @@ const MAX_STDIN_BYTES = 64 * 1024
 // `check` lists this many problems, then a count: a file with 150,000 typos needs no 150,000 lines.
 const MAX_LISTED_PROBLEMS = 100
 
-/** A mistake on the command line: usage on stderr, exit 2. */
-class UsageError extends Error {}
+/** A mistake on the command line: the message and the command's usage on stderr, exit 2. */
+class UsageError extends Error {
+  command?: string
+}
 
 async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv
@@ -50,6 +53,15 @@ async function main(argv: string[]): Promise<number> {
   const args = command === first ? rest : argv
   const options = OPTIONS[command]
   if (options === undefined) throw new UsageError(`unknown command "${command}"`)
+  try {
+    return await run(command, args, options)
+  } catch (error) {
+    if (error instanceof UsageError || isParseArgsError(error)) throw Object.assign(usageError(error as Error), { command })
+    throw error
+  }
+}
+
+async function run(command: string, args: string[], options: ParseArgsConfig['options']): Promise<number> {
   const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
   if (parsed.values.help) return print(HELP[command] ?? USAGE)
   const values = parsed.values as Record<string, string | undefined>
@@ -67,6 +79,21 @@ async function main(argv: string[]): Promise<number> {
       await import('./server.js')
       return -1 // the server runs until a signal; it exits by itself
   }
+}
+
+function isParseArgsError(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException)?.code?.startsWith('ERR_PARSE_ARGS') === true
+}
+
+/** Node's parseArgs messages are long and about its own syntax: a short one naming the option instead. */
+function usageError(error: Error): UsageError {
+  if (error instanceof UsageError) return error
+  const option = /'(-[^' ]*)/.exec(error.message)?.[1] ?? ''
+  const code = (error as NodeJS.ErrnoException).code
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return new UsageError(`unknown option ${option}`)
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') return new UsageError(`option ${option} needs a value`)
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return new UsageError(`unexpected argument ${option}`)
+  return new UsageError(error.message)
 }
 
 function keygen(id = defaultId(), expiresAt?: string): number {
@@ -99,6 +126,8 @@ function check(file: string): number {
   try {
     const { findings, publicRules } = checkKeysFile(file, Date.now())
     process.stdout.write(summarize(file, findings, publicRules))
+    // The lines startup logs for this file, word for word: on stderr, so stdout stays the summary.
+    for (const warning of keysFileWarnings(file, findings)) process.stderr.write(`warning: ${warning}\n`)
     return 0
   } catch (error) {
     if (!(error instanceof KeysFileError)) throw error
@@ -154,9 +183,9 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code
   },
   (error: unknown) => {
-    const usage = error instanceof UsageError || (error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')
-    if (!usage) throw error
-    process.stderr.write(`keygate: ${(error as Error).message}\n\n${USAGE}`)
+    if (!(error instanceof UsageError) && !isParseArgsError(error)) throw error
+    const usage = error instanceof UsageError && error.command !== undefined ? HELP[error.command] ?? USAGE : USAGE
+    process.stderr.write(`keygate: ${(error as Error).message}\n\n${usage}`)
     process.exitCode = 2
   },
 )

@@ -1,6 +1,7 @@
 /** Turns environment variables into a validated, typed configuration. Pure: no I/O, no exit. */
 import { isValidKey } from './keys/entry-check.js'
 import { LOG_LEVELS, type LogLevel } from './observe/log.js'
+import { settingOf, type SettingName } from './settings.js'
 import { describeRedis, parseRedisUrl, REDIS_FAILURE_MODES, type RedisAddress, type RedisFailureMode } from './redis/url.js'
 
 /** A user's configuration mistake: the entry point prints its message as one line and exits 1. */
@@ -55,25 +56,24 @@ export function loadConfig(env: Env, cpuCount = 1): { config: Config; warnings: 
   const keysFile = readKeysFilePath(env)
   const { apiKey, demo } = readApiKey(env, keysFile !== undefined, warnings)
   const config: Config = {
-    port: readInteger(env, 'PORT', 3000, 0, 65535),
+    port: readInteger(env, 'PORT'),
     host: readHost(env),
     apiKey,
     keysFile,
     demo,
-    headersTimeoutMs: readInteger(env, 'HEADERS_TIMEOUT_MS', 10_000, 1, 3_600_000),
-    requestTimeoutMs: readInteger(env, 'REQUEST_TIMEOUT_MS', 30_000, 0, 3_600_000),
-    // 0 would mean "never close an idle connection" to node:http: refused, not passed on.
-    keepAliveTimeoutMs: readInteger(env, 'KEEP_ALIVE_TIMEOUT_MS', 5_000, 1, 3_600_000),
-    shutdownTimeoutMs: readInteger(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 3_600_000),
+    headersTimeoutMs: readInteger(env, 'HEADERS_TIMEOUT_MS'),
+    requestTimeoutMs: readInteger(env, 'REQUEST_TIMEOUT_MS'),
+    keepAliveTimeoutMs: readInteger(env, 'KEEP_ALIVE_TIMEOUT_MS'),
+    shutdownTimeoutMs: readInteger(env, 'SHUTDOWN_TIMEOUT_MS'),
     logLevel: readLogLevel(env),
-    trustProxy: readInteger(env, 'TRUST_PROXY', 0, 0, 100),
-    authFailLimit: readInteger(env, 'AUTH_FAIL_LIMIT', 20, 0, 1_000_000),
-    authFailWindowS: readInteger(env, 'AUTH_FAIL_WINDOW_S', 60, 1, 86_400),
-    throttleMaxClients: readInteger(env, 'THROTTLE_MAX_CLIENTS', 100_000, 1, 10_000_000),
+    trustProxy: readInteger(env, 'TRUST_PROXY'),
+    authFailLimit: readInteger(env, 'AUTH_FAIL_LIMIT'),
+    authFailWindowS: readInteger(env, 'AUTH_FAIL_WINDOW_S'),
+    throttleMaxClients: readInteger(env, 'THROTTLE_MAX_CLIENTS'),
     tls: readTlsFiles(env),
-    workers: env.WORKERS === 'auto' ? Math.max(1, cpuCount) : readInteger(env, 'WORKERS', 1, 1, 1024),
+    workers: env.WORKERS === 'auto' ? Math.max(1, cpuCount) : readInteger(env, 'WORKERS'),
     redis: readRedis(env),
-    maxBodyBytes: readInteger(env, 'MAX_BODY_BYTES', 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
+    maxBodyBytes: readInteger(env, 'MAX_BODY_BYTES'),
     upstream: readUpstream(env),
   }
   if (config.maxBodyBytes === 0 && config.upstream === undefined) {
@@ -116,9 +116,12 @@ export function settingsOf(config: Config): Record<string, string | number | boo
   }
 }
 
-function readInteger(env: Env, name: string, fallback: number, min: number, max: number): number {
+/** The variable's whole number, its default when unset; range and default from SETTINGS. */
+function readInteger(env: Env, name: SettingName): number {
+  const { fallback, range } = settingOf(name)
+  const [min, max] = range ?? [0, 0]
   const raw = env[name]
-  if (raw === undefined || raw === '') return fallback
+  if (raw === undefined || raw === '') return Number(fallback)
   const value = /^\d+$/.test(raw) ? Number(raw) : NaN
   if (!Number.isSafeInteger(value) || value < min || value > max) {
     const auto = name === 'WORKERS' ? ' or "auto"' : ''
@@ -127,9 +130,13 @@ function readInteger(env: Env, name: string, fallback: number, min: number, max:
   return value
 }
 
+function fallbackOf(name: SettingName): string {
+  return settingOf(name).fallback ?? ''
+}
+
 function readUpstream(env: Env): Config['upstream'] {
   // Checked whenever set, proxy mode or not: a bad value waiting for the day UPSTREAM_URL is set is a mistake now.
-  const timeoutMs = readInteger(env, 'UPSTREAM_TIMEOUT_MS', 60_000, 1, 3_600_000)
+  const timeoutMs = readInteger(env, 'UPSTREAM_TIMEOUT_MS')
   const raw = env.UPSTREAM_URL
   if (raw === undefined || raw === '') return undefined
   let url: URL
@@ -146,12 +153,12 @@ function readUpstream(env: Env): Config['upstream'] {
 
 function readRedis(env: Env): Config['redis'] {
   // The settings are checked whenever set, with or without REDIS_URL.
-  const prefix = env.REDIS_PREFIX || 'keygate:'
+  const prefix = env.REDIS_PREFIX || fallbackOf('REDIS_PREFIX')
   if (!/^[\x21-\x7e]{1,100}$/.test(prefix)) throw new ConfigError(`REDIS_PREFIX must be 1 to 100 visible ASCII characters, got ${JSON.stringify(prefix)}`)
-  const onFailure = env.LIMITS_ON_REDIS_FAILURE || 'local'
+  const onFailure = env.LIMITS_ON_REDIS_FAILURE || fallbackOf('LIMITS_ON_REDIS_FAILURE')
   const mode = REDIS_FAILURE_MODES.find((name) => name === onFailure)
   if (mode === undefined) throw new ConfigError(`LIMITS_ON_REDIS_FAILURE must be one of ${REDIS_FAILURE_MODES.join(', ')}, got ${JSON.stringify(onFailure)}`)
-  const timeoutMs = readInteger(env, 'REDIS_TIMEOUT_MS', 250, 1, 60_000)
+  const timeoutMs = readInteger(env, 'REDIS_TIMEOUT_MS')
   const url = env.REDIS_URL
   if (url === undefined || url === '') return undefined
   const address = parseRedisUrl(url)
@@ -162,7 +169,7 @@ function readRedis(env: Env): Config['redis'] {
 
 function readLogLevel(env: Env): LogLevel {
   const raw = env.LOG_LEVEL
-  if (raw === undefined || raw === '') return 'info'
+  if (raw === undefined || raw === '') return fallbackOf('LOG_LEVEL') as LogLevel
   const level = LOG_LEVELS.find((name) => name === raw)
   if (level === undefined) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(raw)}`)
   return level
@@ -170,7 +177,7 @@ function readLogLevel(env: Env): LogLevel {
 
 function readHost(env: Env): string {
   const host = env.HOST
-  if (host === undefined || host === '') return '127.0.0.1'
+  if (host === undefined || host === '') return fallbackOf('HOST')
   if (!/^[A-Za-z0-9.:-]+$/.test(host) || host.length > 253) {
     throw new ConfigError(`HOST must be an IP address or host name, got ${JSON.stringify(host)}`)
   }

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { crc32, generateKey, hasValidChecksum } from '../dist/keys/keygen.js'
-import { CLI_JS, SERVER_JS, startServerProcess } from './helpers.js'
+import { loadConfig } from '../dist/config.js'
+import { SETTINGS, type Setting } from '../dist/settings.js'
+import { CLI_JS, DIST_DIR, SERVER_JS, logLines, startServerProcess } from './helpers.js'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
 
@@ -77,26 +79,68 @@ test('a keygen key works in a keys file', async (t) => {
   assert.equal(res.headers.get('x-keygate-key-id'), 'fresh')
 })
 
-for (const [args, message] of [
-  [['keygen', '--id', 'has space'], /--id must be/],
-  [['keygen', '--expires', 'tomorrow'], /--expires must be a real ISO-8601 date/],
-  [['keygen', '--expires', ''], /--expires must be a real ISO-8601 date/],
-  [['keygen', '--expires', '2027-02-31T00:00:00Z'], /--expires must be a real ISO-8601 date/],
-  [['keygen', '--expires', '2020-01-01T00:00:00Z'], /--expires 2020-01-01T00:00:00Z is in the past/],
-  [['keygen', '--bogus'], /Unknown option '--bogus'/],
-  [['keygen', 'extra'], /unexpected argument "extra"/],
-  [['frobnicate'], /unknown command "frobnicate"/],
-  [['check'], /expected exactly one FILE/],
-  [['hash', '--salt', 'x'], /Unknown option '--salt'/],
+for (const [args, message, usage] of [
+  [['keygen', '--id', 'has space'], /--id must be/, 'keygen'],
+  [['keygen', '--expires', 'tomorrow'], /--expires must be a real ISO-8601 date/, 'keygen'],
+  [['keygen', '--expires', ''], /--expires must be a real ISO-8601 date/, 'keygen'],
+  [['keygen', '--expires', '2027-02-31T00:00:00Z'], /--expires must be a real ISO-8601 date/, 'keygen'],
+  [['keygen', '--expires', '2020-01-01T00:00:00Z'], /--expires 2020-01-01T00:00:00Z is in the past/, 'keygen'],
+  [['keygen', '--bogus'], /^keygate: unknown option --bogus\n/, 'keygen'],
+  [['keygen', '--id'], /^keygate: option --id needs a value\n/, 'keygen'],
+  [['keygen', 'extra'], /unexpected argument "extra"/, 'keygen'],
+  [['frobnicate'], /unknown command "frobnicate"/, '[command]'],
+  [['check'], /^keygate: expected exactly one FILE\n/, 'check'],
+  [['check', 'a.json', 'b.json'], /^keygate: expected exactly one FILE\n/, 'check'],
+  [['hash', '--salt', 'x'], /^keygate: unknown option --salt\n/, 'hash'],
+  [['serve', '--port', '80'], /^keygate: unknown option --port\n/, 'serve'],
 ] as const) {
-  test(`keygate ${args.join(' ')}: exit 2 with the usage`, () => {
+  test(`keygate ${args.join(' ')}: exit 2 with a short message and the command's usage`, () => {
     const { code, stdout, stderr } = keygate([...args])
     assert.equal(code, 2)
     assert.equal(stdout, '')
     assert.match(stderr, message)
-    assert.match(stderr, /Usage: keygate \[command\]/)
+    assert.match(stderr, new RegExp(`\n\nUsage: keygate ${usage.replace(/[[\]]/g, '\\$&')}`))
+    assert.doesNotMatch(stderr, /To specify a positional argument/, "not Node's parseArgs text")
+    assert.equal(stderr.split('\n')[0]?.startsWith('keygate: '), true)
   })
 }
+
+test('keygate serve --help lists every environment variable with its default, from the table the configuration reads', () => {
+  const { code, stdout } = keygate(['serve', '--help'])
+  assert.equal(code, 0)
+  for (const setting of SETTINGS as readonly Setting[]) {
+    const line = stdout.split('\n').find((l) => l.startsWith(`  ${setting.name} `))
+    assert.ok(line !== undefined, `${setting.name} is listed`)
+    if (setting.fallback !== undefined) assert.ok(line.endsWith(`(default ${setting.fallback})`), line)
+    else assert.doesNotMatch(line, /\(default/)
+  }
+})
+
+test('the configuration uses the defaults of the table: an empty environment gives them', () => {
+  const { config } = loadConfig({ API_KEY: 'k'.repeat(20) })
+  const byName = new Map((SETTINGS as readonly Setting[]).map((setting) => [setting.name, setting.fallback]))
+  assert.equal(String(config.port), byName.get('PORT'))
+  assert.equal(config.host, byName.get('HOST'))
+  assert.equal(String(config.headersTimeoutMs), byName.get('HEADERS_TIMEOUT_MS'))
+  assert.equal(String(config.keepAliveTimeoutMs), byName.get('KEEP_ALIVE_TIMEOUT_MS'))
+  assert.equal(String(config.maxBodyBytes), byName.get('MAX_BODY_BYTES'))
+  assert.equal(config.logLevel, byName.get('LOG_LEVEL'))
+  // Every variable the configuration code reads is in the table.
+  const read = new Set([...readFileSync(join(DIST_DIR, 'config.js'), 'utf8').matchAll(/env(?:\.|\[')([A-Z_]+)|readInteger\(env, '([A-Z_]+)'\)|fallbackOf\('([A-Z_]+)'\)/g)]
+    .map((m) => m[1] ?? m[2] ?? m[3]))
+  assert.ok(read.size >= 20, `${read.size} variables found`)
+  for (const name of read) assert.ok(byName.has(name as string), `${name} is in SETTINGS`)
+})
+
+test("the README's configuration table has every variable of the table, with the same default", () => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  for (const setting of SETTINGS as readonly Setting[]) {
+    const row = readme.split('\n').find((line) => line.startsWith('| ') && (line.split('|')[1] ?? '').includes(`\`${setting.name}\``))
+    assert.ok(row !== undefined, `${setting.name} in the README`)
+    const fallback = row.split('|')[2]?.trim()
+    assert.equal(fallback, setting.fallback === undefined ? '—' : `\`${setting.fallback}\``, setting.name)
+  }
+})
 
 for (const command of ['serve', 'keygen', 'hash', 'check']) {
   test(`keygate ${command} --help prints its usage and exits 0`, () => {
@@ -154,12 +198,32 @@ test('check: an invalid file is exit 1 with every problem, one per line', (t) =>
   const { code, stdout, stderr } = keygate(['check', file])
   assert.equal(code, 1)
   assert.equal(stdout, '')
+  // In the order of the file, though an id used twice is found only once every entry is read.
   assert.deepEqual(stderr.trimEnd().split('\n'), [
-    `${file}: keys[2] (id "c"): unknown field "expiresat" (allowed: id, key, sha256, expiresAt, allow, rateLimit)`,
     `${file}: keys[0] (id "a"): sha256 must be 64 lowercase hex characters`,
     `${file}: keys[1] (id "a"): id is used by an earlier entry`,
+    `${file}: keys[2] (id "c"): unknown field "expiresat" (allowed: id, key, sha256, expiresAt, allow, rateLimit)`,
   ])
+  // The server names the same first problem.
+  const server = spawnSync(process.execPath, [SERVER_JS], { encoding: 'utf8', timeout: 10_000, env: { PATH: process.env.PATH ?? '', PORT: '0', API_KEYS_FILE: file } })
+  assert.equal(server.status, 1)
+  assert.equal(server.stderr, `keygate: API_KEYS_FILE ${file}: keys[0] (id "a"): sha256 must be 64 lowercase hex characters (and 2 more problems)\n`)
   assert.ok(!stderr.includes('dup-secret'))
+})
+
+test('check prints the warnings startup logs for the same file, word for word, on stderr', async (t) => {
+  const soon = new Date(Date.now() + 3 * 86_400_000).toISOString()
+  for (const keys of [[], [{ id: 'old', sha256: sha256('o'), expiresAt: '2020-01-01T00:00:00Z' }, { id: 'soon', sha256: sha256('s'), expiresAt: soon }, { id: 'none', key: 'plain-text-key', allow: [] }]]) {
+    const file = tempFile(t, JSON.stringify({ keys }))
+    const checked = keygate(['check', file])
+    assert.equal(checked.code, 0)
+    const warned = checked.stderr.trimEnd().split('\n').map((line) => line.replace(/^warning: /, ''))
+    assert.equal(warned.length, keys.length === 0 ? 1 : 4, checked.stderr)
+    const { child } = await startServerProcess(t, { API_KEYS_FILE: file }, SERVER_JS)
+    const logged = logLines(child).filter((line) => line.level === 'warn').map((line) => line.msg)
+    assert.deepEqual(warned, logged)
+    assert.ok(!checked.stderr.includes('plain-text-key'))
+  }
 })
 
 test('check: a missing file is exit 1', () => {

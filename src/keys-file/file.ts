@@ -117,8 +117,22 @@ function readKeys(source: ByteSource, file: string, envKey?: string, base?: KeyT
   const finished: { store?: KeyStore; rebuild?: true; problems: string[] } = builder.finish({ publicRules: top.publicRules, defaults: top.defaults, indexed })
   const envLabel = `keys[${count}] (id "${ENV_KEY_ID}")`
   for (const problem of finished.problems) top.problems.push(problem.replace(envLabel, 'API_KEY'))
-  if (top.problems.length > 0 || (finished.store === undefined && !finished.rebuild)) throw new KeysFileError(file, top.problems)
+  if (top.problems.length > 0 || (finished.store === undefined && !finished.rebuild)) throw new KeysFileError(file, inFileOrder(top.problems))
   return { store: finished.store, fileKeys: count }
+}
+
+const ENTRY_INDEX = /^keys\[(\d+)\]/
+
+/**
+ * The problems in the order of the file: the builder finds some only once every entry is read
+ * (an id used twice), so each goes back to its entry's place. Problems of no entry (the top-level
+ * fields) come first, API_KEY's last.
+ */
+function inFileOrder(problems: string[]): string[] {
+  const placeOf = (problem: string) => (problem.startsWith('API_KEY') ? Infinity : Number(ENTRY_INDEX.exec(problem)?.[1] ?? -1))
+  return problems.map((problem, order) => ({ problem, order, place: placeOf(problem) }))
+    .sort((a, b) => a.place - b.place || a.order - b.order)
+    .map(({ problem }) => problem)
 }
 
 /** A top-level field other than an array of keys: `defaults`, `public`, a `keys` that is no array, or an unknown one. */
