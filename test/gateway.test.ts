@@ -83,14 +83,16 @@ async function startCaddy(t: TestContext): Promise<Gateway> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'keygate-caddy-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
-  // Global options for a test run: no admin endpoint, no certificates, nothing saved.
-  writeFileSync(join(dir, 'Caddyfile'), `{\n\tadmin off\n\tauto_https off\n}\n\n${example('Caddyfile')}`)
+  // The example as written; the environment turns its admin endpoint off and binds it to loopback.
+  writeFileSync(join(dir, 'Caddyfile'), example('Caddyfile'))
   const proxy = `http://127.0.0.1:${port}`
   await runProxy(t, 'caddy', ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], proxy, {
     HOME: dir,
     XDG_DATA_HOME: dir,
     XDG_CONFIG_HOME: dir,
     KEYGATE_SITE: `http://127.0.0.1:${port}`,
+    KEYGATE_BIND: '127.0.0.1',
+    CADDY_ADMIN: 'off',
     KEYGATE_ADDRESS: `127.0.0.1:${keygatePort}`,
     APP_ADDRESS: `127.0.0.1:${upstreamPort}`,
   })
@@ -281,4 +283,18 @@ test('the Traefik example parses and wires keygate as forwardAuth (syntax check 
   assert.deepEqual(config.http.middlewares['strip-original'].headers.customRequestHeaders, { 'X-Original-Method': '', 'X-Original-URI': '' })
   assert.deepEqual(config.http.routers.app.middlewares, ['strip-original', 'keygate', 'strip-credentials'])
   assert.equal(config.http.services.app.loadBalancer.servers[0].url, 'http://127.0.0.1:8080')
+})
+
+test('examples/Caddyfile binds its admin endpoint to loopback and its site to a named interface, not to Caddy defaults', { skip: CADDY === true ? false : CADDY }, (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-caddy-adapt-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const adapt = (env: Record<string, string>) => {
+    const result = spawnSync('caddy', ['adapt', '--config', fileURLToPath(new URL('../examples/Caddyfile', import.meta.url)), '--adapter', 'caddyfile'],
+      { encoding: 'utf8', timeout: 30_000, env: { PATH: process.env.PATH ?? '', HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir, ...env } })
+    assert.equal(result.status, 0, result.stderr)
+    const config = JSON.parse(result.stdout.split('\n')[0] ?? '')
+    return { admin: config.admin, listen: Object.values(config.apps.http.servers as Record<string, { listen: string[] }>).flatMap((server) => server.listen) }
+  }
+  assert.deepEqual(adapt({}), { admin: { listen: '127.0.0.1:2019' }, listen: ['0.0.0.0:80'] })
+  assert.deepEqual(adapt({ CADDY_ADMIN: 'off', KEYGATE_BIND: '127.0.0.1' }), { admin: { disabled: true }, listen: ['127.0.0.1:80'] })
 })
