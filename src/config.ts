@@ -1,7 +1,7 @@
 /** Turns environment variables into a validated, typed configuration. Pure: no I/O, no exit. */
 import { isValidKey } from './keys/entry-check.js'
 import { LOG_LEVELS, type LogLevel } from './observe/log.js'
-import { settingOf, type SettingName } from './settings.js'
+import { settingOf, type IntegerSettingName, type SettingName } from './settings.js'
 import { describeRedis, parseRedisUrl, REDIS_FAILURE_MODES, type RedisAddress, type RedisFailureMode } from './redis/url.js'
 
 /** A user's configuration mistake: the entry point prints its message as one line and exits 1. */
@@ -117,9 +117,9 @@ export function settingsOf(config: Config): Record<string, string | number | boo
 }
 
 /** The variable's whole number, its default when unset; range and default from SETTINGS. */
-function readInteger(env: Env, name: SettingName): number {
+function readInteger(env: Env, name: IntegerSettingName): number {
   const { fallback, range } = settingOf(name)
-  const [min, max] = range ?? [0, 0]
+  const [min, max] = range as readonly [number, number] // every IntegerSettingName has one
   const raw = env[name]
   if (raw === undefined || raw === '') return Number(fallback)
   const value = /^\d+$/.test(raw) ? Number(raw) : NaN

@@ -44,6 +44,8 @@ export const SETTINGS = [
 ] as const satisfies readonly Setting[]
 
 export type SettingName = (typeof SETTINGS)[number]['name']
+/** The settings that are whole numbers (they have a range). */
+export type IntegerSettingName = Extract<(typeof SETTINGS)[number], { range: readonly [number, number] }>['name']
 
 /** The setting called `name`. */
 export function settingOf(name: SettingName): Setting {
