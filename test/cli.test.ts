@@ -202,7 +202,7 @@ test('check: an invalid file is exit 1 with every problem, one per line', (t) =>
   assert.deepEqual(stderr.trimEnd().split('\n'), [
     `${file}: keys[0] (id "a"): sha256 must be 64 lowercase hex characters`,
     `${file}: keys[1] (id "a"): id is used by an earlier entry`,
-    `${file}: keys[2] (id "c"): unknown field "expiresat" (allowed: id, key, sha256, expiresAt, allow, rateLimit)`,
+    `${file}: keys[2] (id "c"): unknown field "expiresat" (allowed: id, key, sha256, expiresAt, allow, rateLimit, quota, ips, previous)`,
   ])
   // The server names the same first problem.
   const server = spawnSync(process.execPath, [SERVER_JS], { encoding: 'utf8', timeout: 10_000, env: { PATH: process.env.PATH ?? '', PORT: '0', API_KEYS_FILE: file } })

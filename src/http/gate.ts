@@ -1,15 +1,17 @@
 /**
- * The gate a keyed request passes, in order: failed-attempt throttle (429), key (401), scope
- * (403), rate limit (429 with the RateLimit headers; 503 when its store cannot decide), then its
- * answer. Each refusal is written here. The same gate serves keygate's own routes, `/auth` and
- * proxy mode.
+ * The gate a keyed request passes, in order: failed-attempt throttle (429), key (401), the key's
+ * address allowlist (403), scope (403), rate limit and quota (429 with the RateLimit headers; 503
+ * when a store cannot decide: limit-stage.ts), then its answer. Each refusal is written here or
+ * there. The same gate serves keygate's own routes, `/auth`, proxy mode and the guard.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { authenticate, type AuthResult } from '../keys/auth.js'
 import type { KeyStore } from '../keys/store.js'
-import type { RateDecision, RateLimit, RateLimitStore } from '../limits/rate-limit.js'
+import { createMemoryQuotaStore, type QuotaStore } from '../limits/quota.js'
+import type { RateLimitStore } from '../limits/rate-limit.js'
 import { THROTTLE_UNAVAILABLE, throttleKeyOf, type Throttle } from '../limits/throttle.js'
 import type { UpstreamResult } from './forwarding.js'
+import { decideLimits, LIMITED, QUOTA_SPENT, UNDECIDED, type LimitStores, type LimitVerdict } from './limit-stage.js'
 import type { Ambiguous, OriginalRequest } from './original-request.js'
 import { LIMITS_UNAVAILABLE, REPLY, THROTTLED, type Outcome } from './replies.js'
 import { sendReply } from './respond.js'
@@ -42,28 +44,33 @@ export interface Gate {
   keyedScrape(req: IncomingMessage, res: ServerResponse, context: Context, segments: readonly string[], answer: Answer): Outcome | Promise<Outcome>
 }
 
-export function createGate(keys: KeyStore, throttle: Throttle | undefined, rateLimits: RateLimitStore): Gate {
+/**
+ * `now`: the clock of expiry, grace periods and quota periods (milliseconds since the epoch). A
+ * rate-limit store that cannot `spend` leaves the quotas to this gate's memory.
+ */
+export function createGate(keys: KeyStore, throttle: Throttle | undefined, rateLimits: RateLimitStore, now: () => number = Date.now): Gate {
+  const stores: LimitStores = { rates: rateLimits, quotas: rateLimits.spend === undefined ? createMemoryQuotaStore() : (rateLimits as QuotaStore) }
   /**
-   * The rest of a keyed request once its rate limit is decided: at once with a memory store, when
+   * The rest of a keyed request once its limits are decided: at once with a memory store, when
    * the answer comes with a remote one (the route then returns a promise of its outcome).
    */
   const limitThenAnswer = (outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome | Promise<Outcome> => {
-    const headers = rateHeaders(rateLimits, outcome, req, res, context)
-    if (headers instanceof Promise) return headers.then((settled) => settle(outcome, settled, req, res, context, answer))
-    return settle(outcome, headers, req, res, context, answer)
+    const verdict = decideLimits(stores, outcome, now(), req, res, context)
+    if (verdict instanceof Promise) return verdict.then((settled) => settle(outcome, settled, req, res, context, answer))
+    return settle(outcome, verdict, req, res, context, answer)
   }
   return {
     limitThenAnswer,
     keyed(req, res, context, method, segments, answer) {
-      const auth = checkKey(keys, throttle, req, res, context)
+      const auth = checkKey(keys, throttle, req, res, context, now)
       if (auth instanceof Promise) return auth
-      return limitThenAnswer(checkScope(auth, method, segments, req, res, context), req, res, context, answer)
+      return limitThenAnswer(checkScope(checkAddress(auth, req, res, context), method, segments, req, res, context), req, res, context, answer)
     },
     isPublic: (method, segments) => keys.publicPolicy !== undefined && method !== undefined && keys.publicPolicy.allows(method, segments),
     keyedScrape(req, res, context, segments, answer) {
-      const auth = checkKey(keys, throttle, req, res, context, false)
+      const auth = checkKey(keys, throttle, req, res, context, now, false)
       if (auth instanceof Promise) return auth
-      return settle(checkScope(auth, req.method, segments, req, res, context), undefined, req, res, context, answer)
+      return settle(checkScope(checkAddress(auth, req, res, context), req.method, segments, req, res, context), undefined, req, res, context, answer)
     },
   }
 }
@@ -72,13 +79,13 @@ export function createGate(keys: KeyStore, throttle: Throttle | undefined, rateL
  * Throttle check, then key check; sends the 429, 401 or 503 itself. A failed attempt counted by
  * a store in another process settles later (a promise): only failures wait, and nothing follows them.
  */
-function checkKey(keys: KeyStore, throttle: Throttle | undefined, req: IncomingMessage, res: ServerResponse, context: Context, refuseWhileAway = true): Outcome | Promise<Outcome> {
+function checkKey(keys: KeyStore, throttle: Throttle | undefined, req: IncomingMessage, res: ServerResponse, context: Context, now: () => number, refuseWhileAway = true): Outcome | Promise<Outcome> {
   // While no client can be refused, there is no need to find out who this client is.
   if (throttle !== undefined && (throttle.mayRefuse ?? throttle.size > 0)) {
     const waitS = throttle.retryAfterS(throttleKeyOf(context.client), Date.now())
     if (waitS !== 0 && (refuseWhileAway || waitS !== THROTTLE_UNAVAILABLE)) return refuseThrottled(waitS, req, res, context)
   }
-  const auth = authenticate(keys, req)
+  const auth = authenticate(keys, req, now === Date.now ? undefined : now())
   if (auth.ok) return auth
   // A request without any credential guesses nothing: only wrong and expired keys count.
   if (throttle === undefined || auth.reason === 'missing') return refuseKey(auth, req, res, context)
@@ -88,37 +95,9 @@ function checkKey(keys: KeyStore, throttle: Throttle | undefined, req: IncomingM
   return waitS instanceof Promise ? waitS.then(settleFailure) : settleFailure(waitS)
 }
 
-/**
- * After the scope, the key's rate limit: the RateLimit headers for the answer (undefined for a
- * key without a limit: no store is asked), or LIMITED once the 429 has been sent.
- */
-function rateHeaders(rateLimits: RateLimitStore, outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context): RateHeaders | Promise<RateHeaders> {
-  const limit = outcome.ok ? outcome.rateLimit : undefined
-  if (limit === undefined) return undefined
-  const decision = rateLimits.take(limit.stateKey, limit, Date.now())
-  if (decision instanceof Promise) return decision.then((settled) => headersOf(settled, limit, req, res, context))
-  return headersOf(decision, limit, req, res, context)
-}
-
-const LIMITED = Symbol('rate limited')
-const UNDECIDED = Symbol('no store to decide')
-/** The RateLimit headers for the answer, undefined for no limit (or no decision), LIMITED once the 429 is sent, UNDECIDED once the 503 is. */
-type RateHeaders = string[] | undefined | typeof LIMITED | typeof UNDECIDED
-
-function headersOf(decision: RateDecision | undefined, limit: RateLimit, req: IncomingMessage, res: ServerResponse, context: Context): RateHeaders {
-  if (decision === undefined) return undefined
-  if (decision.unavailable === true) {
-    sendReply(req, res, REPLY.limitsUnavailable, context.requestId)
-    return UNDECIDED
-  }
-  const headers = ['ratelimit-policy', limit.policyHeader, 'ratelimit', `"key";r=${decision.remaining};t=${decision.resetS}`]
-  if (decision.allowed) return headers
-  sendReply(req, res, REPLY.tooManyRequests, context.requestId, [...headers, 'retry-after', String(decision.retryAfterS)])
-  return LIMITED
-}
-
-function settle(outcome: Outcome, headers: RateHeaders, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome | Promise<Outcome> {
-  if (headers === LIMITED) return rateLimited(outcome)
+function settle(outcome: Outcome, headers: LimitVerdict, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome | Promise<Outcome> {
+  if (headers === LIMITED) return refusedKey(outcome, 'rate_limited')
+  if (headers === QUOTA_SPENT) return refusedKey(outcome, 'quota_exceeded')
   if (headers === UNDECIDED) return LIMITS_UNAVAILABLE
   if (!outcome.ok) return outcome
   const answered = answer(req, res, context, outcome, headers)
@@ -139,8 +118,19 @@ function refuseKey(auth: AuthResult & { ok: false }, req: IncomingMessage, res: 
   return auth
 }
 
-function rateLimited(outcome: Outcome): Outcome {
-  return { ok: false, reason: 'rate_limited', keyId: outcome.keyId ?? '' }
+/** A valid key refused for what it may do: its id, and whether it is an earlier key, stay on the access line. */
+function refusedKey(outcome: Outcome, reason: 'forbidden' | 'rate_limited' | 'quota_exceeded' | 'ip_not_allowed'): Outcome {
+  return { ok: false, reason, keyId: outcome.keyId ?? '', ...('previousKey' in outcome && outcome.previousKey && { previousKey: true }) }
+}
+
+/**
+ * A key with an allowlist is used only from its addresses (the client's, with TRUST_PROXY):
+ * otherwise 403, before its scope, and nothing is counted (not a failed attempt: the key is valid).
+ */
+function checkAddress(outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context): Outcome {
+  if (!outcome.ok || outcome.addresses === undefined || outcome.addresses.allows(context.client)) return outcome
+  sendReply(req, res, REPLY.addressNotAllowed, context.requestId)
+  return refusedKey(outcome, 'ip_not_allowed')
 }
 
 /**
@@ -158,5 +148,5 @@ function checkScope(
   if (!outcome.ok || outcome.policy === undefined) return outcome
   if (method !== undefined && segments !== undefined && outcome.policy.allows(method, segments)) return outcome
   sendReply(req, res, REPLY.forbidden, context.requestId)
-  return { ok: false, reason: 'forbidden', keyId: outcome.keyId }
+  return refusedKey(outcome, 'forbidden')
 }

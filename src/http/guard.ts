@@ -60,7 +60,7 @@ export function createGuard(options: GuardOptions): Guard {
   const metrics = checked.metrics ?? createHandlerMetrics(keys, checked.throttle, log)
   const rateLimits = checked.rateLimits ?? createMemoryRateLimitStore()
   const own: Handler = createHandler({ ...checked, metrics, rateLimits })
-  const guardApp = guardRoutes(createGate(keys, checked.throttle, rateLimits), createRequestRecorder(metrics, log), checked.trustProxy ?? 0)
+  const guardApp = guardRoutes(createGate(keys, checked.throttle, rateLimits, checked.now), createRequestRecorder(metrics, log), checked.trustProxy ?? 0)
   const guard = (req: IncomingMessage, res: ServerResponse, next: Next) => own(req, res, () => guardApp(req, res, next))
   return Object.assign(guard, fetchVariantOf(guard), { close })
 }

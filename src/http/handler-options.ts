@@ -39,6 +39,11 @@ export interface HandlerOptions {
    * The server adds a limits store away in `closed` mode, an unreachable service, shutting down.
    */
   readiness?: () => string[] | Promise<string[]>
+  /**
+   * The clock of key expiry, earlier keys' `until` and quota periods, in milliseconds since the
+   * epoch. Default `Date.now`; a test sets it to cross a period's end without waiting for it.
+   */
+  now?: () => number
 }
 
 /**
@@ -77,6 +82,7 @@ export function validateOptions(options: HandlerOptions, caller = 'createHandler
     throw fail((error as Error).message)
   }
   if (options.readiness !== undefined && typeof options.readiness !== 'function') throw fail('readiness must be a function returning what is not ready')
+  if (options.now !== undefined && typeof options.now !== 'function') throw fail('now must be a function returning milliseconds since the epoch')
   const { trustProxy } = options
   if (trustProxy !== undefined && (!Number.isSafeInteger(trustProxy) || trustProxy < 0)) {
     throw fail('trustProxy must be a whole number of proxy hops (0 or more)')

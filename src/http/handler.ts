@@ -27,7 +27,7 @@ export function createHandler(options: HandlerOptions): Handler {
   const localSnapshot = () => metrics.snapshot()
   const paths = resolveRoutePaths(options.routes ?? (options.proxy === undefined ? undefined : PROXY_MODE_ROUTES))
   const rateLimits = options.rateLimits ?? createMemoryRateLimitStore()
-  const sources = { keys, throttle, rateLimits, collectMetrics: options.collectMetrics ?? localSnapshot, localSnapshot, proxy: options.proxy, readiness: options.readiness }
+  const sources = { keys, throttle, rateLimits, collectMetrics: options.collectMetrics ?? localSnapshot, localSnapshot, proxy: options.proxy, readiness: options.readiness, now: options.now }
   const routes = createRoutes(sources, paths)
   const maxBodyBytes = options.maxBodyBytes || MAX_BODY_BYTES
   const claimed = claimedVariant(paths)

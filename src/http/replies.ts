@@ -6,7 +6,7 @@ import { createEmptyReply, createReply, sendReply, type Reply } from './respond.
 export type Outcome =
   | AuthResult
   | { ok: false; reason: 'throttled' | 'malformed' | 'expectation_failed' | 'limits_unavailable'; keyId?: undefined }
-  | { ok: false; reason: 'forbidden' | 'rate_limited'; keyId: string }
+  | { ok: false; reason: 'forbidden' | 'rate_limited' | 'quota_exceeded' | 'ip_not_allowed'; keyId: string; previousKey?: true }
 /** A request that a `public` rule lets through without a key. */
 export const PUBLIC: Outcome = Object.freeze({ ok: true, keyId: '' })
 export const THROTTLED: Outcome = Object.freeze({ ok: false, reason: 'throttled' })
@@ -36,6 +36,8 @@ export const REPLY = {
   tooManyRequests: createReply(429, '{"error":"Too Many Requests"}'),
   // RFC 6750 section 3.1: a valid token without the scope the request needs.
   forbidden: createReply(403, '{"error":"Forbidden"}', ['www-authenticate', 'Bearer realm="keygate", error="insufficient_scope"']),
+  // A valid key used from an address its allowlist (`ips`) does not hold: no scope is missing.
+  addressNotAllowed: createReply(403, '{"error":"Forbidden"}'),
   internalError: createReply(500, '{"error":"Internal Server Error"}'),
   // Proxy mode: the service could not be reached or failed before its answer; it did not answer in time.
   badGateway: createReply(502, '{"error":"Bad Gateway"}'),

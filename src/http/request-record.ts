@@ -22,6 +22,7 @@ export function createRequestRecorder(metrics: Metrics, log: Logger): RecordRequ
     const ms = performance.now() - startedMs
     const failure = outcome === undefined || outcome.ok ? -1 : (FAILURE_INDEX[outcome.reason] ?? -1)
     metrics.recordRequest(routeIndex, res.statusCode, ms / 1000, failure)
+    if (outcome !== undefined && 'previousKey' in outcome) metrics.recordPreviousKey()
     if (context.upstream !== undefined) metrics.recordUpstream(context.upstream.status, context.upstream.error)
     if (logging) logRequest(log, req, res, path, ms, context, outcome)
   }
@@ -62,6 +63,8 @@ function logRequest(
     ms,
     keyId: outcome?.keyId || undefined, // a public request has no key
     reason: outcome?.ok === false ? outcome.reason : undefined,
+    // An entry's earlier key (a rotation's): who has not switched yet.
+    ...(outcome !== undefined && 'previousKey' in outcome && { previousKey: true }),
     client: context.client,
     requestId: context.requestId,
     // The route's own reading of it: canonical, without the query (which may hold secrets).

@@ -45,11 +45,13 @@ export interface RouteSources {
   proxy?: Proxy
   /** What is not ready now (`/readyz`); absent: always ready. */
   readiness?: () => string[] | Promise<string[]>
+  /** The gate's clock (HandlerOptions.now). */
+  now?: () => number
 }
 
 /** The route table of the owned routes at their paths, and in proxy mode the fallback to the service. */
 export function createRoutes(sources: RouteSources, paths: ReadonlyMap<OwnedRoute, string>): RouteTable {
-  const gate = createGate(sources.keys, sources.throttle, sources.rateLimits)
+  const gate = createGate(sources.keys, sources.throttle, sources.rateLimits, sources.now)
   const segmentsOf = (name: OwnedRoute) => (paths.get(name) ?? `/${name}`).slice(1).split('/')
   const routes: Record<OwnedRoute, Route> = {
     data: keyedReply(gate, REPLY.data, segmentsOf('data')),

@@ -4,21 +4,16 @@
  */
 import { repeatedStrings } from './columns.js'
 import {
-  digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, policyOf, rateLimitOf, where,
+  addressSetOf, digestOfEntry, FLAT_NAMES, idOf, isIdBytes, isName, isRealDate, parseExpiry, policyOf, previousOf, quotaOf, rateLimitOf, where,
   type KeyEntry,
 } from '../keys/entry-check.js'
 import { hexToWords } from './digest-rows.js'
+import { previousInUse, putPrevious } from './previous-keys.js'
 import { isArrayValue, plainStrings } from './flat-entry.js'
-import { DigestKeyStore, INHERIT, KeyColumns, KeyTable, NO_LIMIT, type CheckedEntry } from './key-table.js'
-import { compilePolicy, type Policy } from '../keys/policy.js'
+import { INHERIT, KeyColumns, NO_LIMIT, type CheckedEntry, type CodedValues } from './key-columns.js'
+import { DigestKeyStore, KeyTable } from './key-table.js'
+import { compileShared, type FinishOptions, type SharedFields } from './shared-fields.js'
 import type { KeyStore } from '../keys/store.js'
-import { compileRateLimit, type RateLimit, type RateLimitSpec } from '../limits/rate-limit.js'
-
-/** What every entry without rules or a limit of its own gets (the keys file's `defaults`). */
-export interface KeyDefaults {
-  allow?: string[]
-  rateLimit?: RateLimitSpec | null
-}
 
 /**
  * Checks entries one at a time into the columns of a key set. Each bad entry adds one problem;
@@ -33,12 +28,14 @@ export class KeySetBuilder {
   // Rules and limits are compiled once per distinct value: a million keys usually share a few.
   private readonly policyCodes = new Map<string, number | Error>()
   private readonly limitCodes = new Map<string, number | Error>()
+  private readonly quotaCodes = new Map<string, number | Error>()
+  private readonly addressCodes = new Map<string, number | Error>()
   /** The fast path's `allow` lists by their text in the file (only those that compiled). */
   private readonly flatPolicyCodes = new Map<string, number>()
   /** Ids of entries that had a problem after their id was read (few: each is a problem). */
   private readonly failedIds = new Set<string>()
   /** The fast path's entry, reused: no object per entry. */
-  private readonly flat: CheckedEntry = { index: 0, idBytes: Buffer.alloc(0), idStart: 0, idLength: 0, digest: undefined, expiresAtMs: Infinity, policyCode: INHERIT, limitCode: INHERIT, plainText: false }
+  private readonly flat: CheckedEntry = { index: 0, idBytes: Buffer.alloc(0), idStart: 0, idLength: 0, digest: undefined, expiresAtMs: Infinity, policyCode: INHERIT, limitCode: INHERIT, plainText: false, quotaCode: INHERIT, addressCode: INHERIT }
   readonly flatWords = new Int32Array(8)
 
   /** `reservedId`: an id no entry may have (`env` when API_KEY is set), and the problem it gives. */
@@ -69,7 +66,11 @@ export class KeySetBuilder {
       const expiresAtMs = parseExpiry(entry.expiresAt, index, id)
       const policyCode = entry.allow === undefined ? INHERIT : this.code(this.policyCodes, this.columns.policies, this.columns.policyKeys, entry.allow, () => policyOf(entry.allow, index, id))
       const limitCode = entry.rateLimit === undefined ? INHERIT : entry.rateLimit === null ? NO_LIMIT : this.code(this.limitCodes, this.columns.limits, this.columns.limitKeys, entry.rateLimit, () => rateLimitOf(entry.rateLimit, index, id))
-      return { index, idBytes, idStart: 0, idLength: idBytes.length, digest, expiresAtMs, policyCode, limitCode, plainText: entry.key !== undefined && from === 'entries' }
+      const quotaCode = this.planCode(this.quotaCodes, this.columns.quotas, entry.quota, () => quotaOf(entry.quota, index, id))
+      const addressCode = this.planCode(this.addressCodes, this.columns.addressSets, entry.ips, () => addressSetOf(entry.ips, index, id))
+      const previous = previousOf(entry.previous, index, id)
+      const plainText = entry.key !== undefined && from === 'entries'
+      return { index, idBytes, idStart: 0, idLength: idBytes.length, digest, expiresAtMs, policyCode, limitCode, plainText, quotaCode, addressCode, previous }
     } catch (error) {
       this.problems.push((error as Error).message)
       this.failedAt.push(index)
@@ -91,6 +92,16 @@ export class KeySetBuilder {
       this.columns.plainText.set(row, 1)
       this.columns.plainTextCount++
     }
+    if (entry.quotaCode !== INHERIT) this.columns.quotas.codes.set(row, entry.quotaCode)
+    if (entry.addressCode !== INHERIT) this.columns.addressSets.codes.set(row, entry.addressCode)
+    if (entry.previous !== undefined) putPrevious(this.columns, row, entry, this.problems)
+  }
+
+  /** A field of the plan (`quota`, `ips`): INHERIT when absent, NO_LIMIT for null, else its value's code. */
+  private planCode<T>(codes: Map<string, number | Error>, values: CodedValues<T>, value: unknown, compile: () => T | undefined): number {
+    if (value === undefined) return INHERIT
+    if (value === null) return NO_LIMIT
+    return this.code(codes, values.values, values.keys, value, compile)
   }
 
   /**
@@ -178,17 +189,15 @@ export class KeySetBuilder {
       const [first, second] = table.duplicate
       return { problems: [`${where(second, this.columns.ids.get(second))}: same key as entry "${this.columns.ids.get(first)}"`] }
     }
+    const reused = previousInUse(this.columns, (row) => this.indexOfRow(row))
+    if (reused.length > 0) return { problems: reused }
     return { store: new DigestKeyStore(table, compiled.publicPolicy), problems: this.problems }
   }
 
   /** The public rules and the defaults, compiled; undefined when anything (these or an entry) had a problem. */
-  compileShared(options: FinishOptions): { publicPolicy?: Policy; defaults: { policy?: Policy; limit?: RateLimit } } | undefined {
-    const { problems } = this
-    const publicPolicy = this.compileOr(() => (options.publicRules === undefined ? undefined : compilePolicy(options.publicRules)), (message) => message.replace(/^allow\[/, 'public['))
-    const { allow, rateLimit } = options.defaults ?? {}
-    const policy = this.compileOr(() => (allow === undefined ? undefined : compilePolicy(allow)), (message) => `defaults: ${message}`)
-    const limit = this.compileOr(() => (rateLimit === undefined || rateLimit === null ? undefined : compileRateLimit(rateLimit, '')), (message) => `defaults: ${message}`)
-    return problems.length > 0 ? undefined : { publicPolicy, defaults: { policy, limit } }
+  compileShared(options: FinishOptions): SharedFields | undefined {
+    const shared = compileShared(options, this.problems)
+    return this.problems.length > 0 ? undefined : shared
   }
 
   private takenByName(id: string): boolean {
@@ -222,23 +231,7 @@ export class KeySetBuilder {
     compile() // throws again, with a message that names this entry
     throw code
   }
-
-  private compileOr<T>(compile: () => T, describe: (message: string) => string): T | undefined {
-    try {
-      return compile()
-    } catch (error) {
-      this.problems.push(describe((error as Error).message))
-      return undefined
-    }
-  }
 }
 
 // Rows are int32 in the digest index, ids addressed by 32 bits: far more than a keys file needs.
 const MAX_ROWS = 1 << 26
-
-export interface FinishOptions {
-  publicRules?: readonly string[]
-  defaults?: KeyDefaults
-  /** false: the set is only checked (its store finds no key), which spares building the index. */
-  indexed?: boolean
-}

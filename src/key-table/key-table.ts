@@ -1,75 +1,38 @@
 /**
  * A key set as packed columns, whatever its size: digests as rows of words (digest-index.ts), ids
- * as bytes in a few buffers, expiry, rules and limits as typed columns (made only when some key has
- * one), and a record built only for the key a lookup found. About 70 bytes a key, where an object
+ * as bytes in a few buffers, expiry, rules, limits and plans as typed columns (made only when
+ * some key has one), earlier keys (rotations) by digest, and a record built only for the key a
+ * lookup found. About 70 bytes a key, where an object
  * and strings per key took 600. Pure: no I/O.
  */
-import { ByteStrings, Column } from './columns.js'
+import type { ByteStrings } from './columns.js'
 import { indexDigestRows, NO_INDEX, repeatedDigest, type DigestIndex } from './digest-index.js'
-import { DigestRows } from './digest-rows.js'
+import { INHERIT, type CheckedEntry, type CompiledDefaults, type KeyColumns } from './key-columns.js'
 import { digestOf, MAX_KEY_LENGTH } from '../keys/entry-check.js'
+import type { AddressSet } from '../keys/address-set.js'
 import type { Policy } from '../keys/policy.js'
 import type { KeyRecord, KeyStore } from '../keys/store.js'
+import { quotaFor, type Quota } from '../limits/quota.js'
 import { rateLimitFor, type RateLimit } from '../limits/rate-limit.js'
-
-/** An entry that passed every check, before it becomes a row (or is found to be one already). */
-export interface CheckedEntry {
-  index: number
-  idBytes: Buffer
-  idStart: number
-  idLength: number
-  /** SHA-256 of the key, as 32 latin1 characters (the fast path leaves it in `words` instead). */
-  digest: string | undefined
-  expiresAtMs: number
-  policyCode: number
-  limitCode: number
-  plainText: boolean
-}
-
-/** Rules and limits: code 0 is "the defaults'", 1 (limits only) "none", the rest index `policies`/`limits`. */
-export const INHERIT = 0
-export const NO_LIMIT = 1
-
-/** The columns of a key set under construction, filled row by row (validation is the caller's). */
-export class KeyColumns {
-  readonly digests = new DigestRows()
-  readonly ids = new ByteStrings()
-  readonly expiry = new Column((n) => new Float64Array(n), Infinity)
-  readonly policyCodes = new Column((n) => new Uint32Array(n), INHERIT)
-  readonly limitCodes = new Column((n) => new Uint32Array(n), INHERIT)
-  readonly policies: Array<Policy | undefined> = [undefined]
-  readonly limits: Array<RateLimit | undefined> = [undefined, undefined]
-  /** What each code was made from (JSON), to tell whether an entry of another file is the same. */
-  readonly policyKeys: string[] = ['']
-  readonly limitKeys: string[] = ['', 'null']
-  /** 1 for a plain-text key (`key`, not `sha256`): what `keygate check` warns about. */
-  readonly plainText = new Column((n) => new Uint8Array(n), 0)
-  plainTextCount = 0
-  /** Rows filled so far; a row's digest is added first and counts it. */
-  get count(): number {
-    return this.digests.count
-  }
-}
 
 /** A finished key set: its records on demand, and what findings and warnings need. */
 export class KeyTable {
   private constructor(
     private readonly columns: KeyColumns,
     private readonly index: DigestIndex,
-    private readonly defaultPolicy: Policy | undefined,
-    private readonly defaultLimit: RateLimit | undefined,
+    private readonly defaults: CompiledDefaults,
   ) {}
 
   /** Indexes the columns; a digest given twice is reported as its two rows instead. */
-  static build(columns: KeyColumns, defaults: { policy?: Policy; limit?: RateLimit }, indexed = true): KeyTable | { duplicate: [number, number] } {
+  static build(columns: KeyColumns, defaults: CompiledDefaults, indexed = true): KeyTable | { duplicate: [number, number] } {
     if (!indexed) {
       // Only checked (`keygate check`): the repeats an index would find, without the index.
       const duplicate = repeatedDigest(columns.digests)
-      return duplicate === undefined ? new KeyTable(columns, NO_INDEX, defaults.policy, defaults.limit) : { duplicate }
+      return duplicate === undefined ? new KeyTable(columns, NO_INDEX, defaults) : { duplicate }
     }
     const built = indexDigestRows(columns.digests)
     if ('duplicate' in built) return built
-    return new KeyTable(columns, built.index, defaults.policy, defaults.limit)
+    return new KeyTable(columns, built.index, defaults)
   }
 
   get size(): number {
@@ -103,7 +66,36 @@ export class KeyTable {
     const { columns } = this
     const id = columns.ids.get(row)
     const limit = this.limitOf(row)
-    return { id, expiresAtMs: columns.expiry.get(row), policy: this.policyOf(row), rateLimit: limit === undefined ? undefined : rateLimitFor(limit, id) }
+    const quota = this.quotaOf(row)
+    return {
+      id,
+      expiresAtMs: columns.expiry.get(row),
+      policy: this.policyOf(row),
+      rateLimit: limit === undefined ? undefined : rateLimitFor(limit, id),
+      quota: quota === undefined ? undefined : quotaFor(quota, id),
+      addresses: this.addressesOf(row),
+    }
+  }
+
+  /** The record of an earlier key of an entry (a rotation's): the entry's, until `until`. */
+  previousRecord(digest: string): KeyRecord | undefined {
+    const found = this.columns.previous.get(digest)
+    if (found === undefined) return undefined
+    const record = this.record(found.row)
+    return { ...record, expiresAtMs: Math.min(record.expiresAtMs, found.untilMs), previous: true }
+  }
+
+  /** Earlier keys, for findings: each with its entry's id and when it stops working. */
+  *previousKeys(): Generator<{ id: string; untilMs: number }> {
+    for (const { row, untilMs } of this.columns.previous.values()) yield { id: this.id(row), untilMs }
+  }
+
+  quotaOf(row: number): Quota | undefined {
+    return this.columns.quotas.of(row, this.defaults.quota)
+  }
+
+  addressesOf(row: number): AddressSet | undefined {
+    return this.columns.addressSets.of(row, this.defaults.addresses)
   }
 
   expiresAt(row: number): number {
@@ -112,7 +104,7 @@ export class KeyTable {
 
   policyOf(row: number): Policy | undefined {
     const code = this.columns.policyCodes.get(row)
-    return code === INHERIT ? this.defaultPolicy : this.columns.policies[code]
+    return code === INHERIT ? this.defaults.policy : this.columns.policies[code]
   }
 
   hasLimit(row: number): boolean {
@@ -122,7 +114,7 @@ export class KeyTable {
   /** The limit row `row` has (for any id: see `rateLimitFor`). */
   private limitOf(row: number): RateLimit | undefined {
     const code = this.columns.limitCodes.get(row)
-    return code === INHERIT ? this.defaultLimit : this.columns.limits[code]
+    return code === INHERIT ? this.defaults.limit : this.columns.limits[code]
   }
 
   isPlainText(row: number): boolean {
@@ -134,8 +126,8 @@ export class KeyTable {
   }
 
   /** The same keys, with other defaults for those without rules or a limit of their own (a reload's). */
-  withDefaults(defaults: { policy?: Policy; limit?: RateLimit }): KeyTable {
-    return new KeyTable(this.columns, this.index, defaults.policy, defaults.limit)
+  withDefaults(defaults: CompiledDefaults): KeyTable {
+    return new KeyTable(this.columns, this.index, defaults)
   }
 
   /** Whether row `row` is the entry `entry` of another set (the same id, digest aside, and the same fields). */
@@ -146,7 +138,11 @@ export class KeyTable {
       columns.expiry.get(row) === entry.expiresAtMs &&
       columns.plainText.get(row) === (entry.plainText ? 1 : 0) &&
       columns.policyKeys[columns.policyCodes.get(row)] === other.policyKeys[entry.policyCode] &&
-      columns.limitKeys[columns.limitCodes.get(row)] === other.limitKeys[entry.limitCode]
+      columns.limitKeys[columns.limitCodes.get(row)] === other.limitKeys[entry.limitCode] &&
+      columns.quotas.keys[columns.quotas.codes.get(row)] === other.quotas.keys[entry.quotaCode] &&
+      columns.addressSets.keys[columns.addressSets.codes.get(row)] === other.addressSets.keys[entry.addressCode] &&
+      entry.previous === undefined &&
+      !columns.rowsWithPrevious.has(row)
     )
   }
 }
@@ -166,7 +162,8 @@ export class DigestKeyStore implements KeyStore {
   lookup(credential: string): KeyRecord | undefined {
     const digest = digestToLookUp(credential)
     const row = digest === undefined ? -1 : this.table.find(digest)
-    return row === -1 ? undefined : this.table.record(row)
+    if (row !== -1) return this.table.record(row)
+    return digest === undefined ? undefined : this.table.previousRecord(digest)
   }
 }
 

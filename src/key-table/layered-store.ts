@@ -5,8 +5,10 @@
  * has changed, the caller builds the whole set afresh instead. Pure: no I/O.
  */
 import { where, type KeyEntry } from '../keys/entry-check.js'
-import { KeySetBuilder, type FinishOptions } from './key-set-builder.js'
-import { DigestKeyStore, digestToLookUp, KeyTable, type CheckedEntry } from './key-table.js'
+import { KeySetBuilder } from './key-set-builder.js'
+import type { FinishOptions } from './shared-fields.js'
+import type { CheckedEntry } from './key-columns.js'
+import { DigestKeyStore, digestToLookUp, KeyTable } from './key-table.js'
 import type { Policy } from '../keys/policy.js'
 import type { KeyRecord, KeyStore } from '../keys/store.js'
 
@@ -32,7 +34,9 @@ export class LayeredKeyStore implements KeyStore {
     const row = this.base.find(digest)
     const added = this.added.table.find(digest)
     if (row !== -1 && isSet(this.live, row)) return this.base.record(row)
-    return added === -1 ? undefined : this.added.table.record(added)
+    if (added !== -1) return this.added.table.record(added)
+    // Earlier keys are only the added layer's: a base row with some is never kept.
+    return this.added.table.previousRecord(digest)
   }
 }
 

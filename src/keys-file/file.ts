@@ -4,7 +4,8 @@ import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
 import { bytesSource, JsonSyntaxError, type ByteSource } from './byte-window.js'
 import { readDocument } from './json-reader.js'
 import { isValidKeyId, type KeyEntry } from '../keys/entry-check.js'
-import { KeySetBuilder, type KeyDefaults } from '../key-table/key-set-builder.js'
+import { KeySetBuilder } from '../key-table/key-set-builder.js'
+import type { KeyDefaults } from '../key-table/shared-fields.js'
 import type { KeyTable } from '../key-table/key-table.js'
 import { baseOf, LayeredBuilder } from '../key-table/layered-store.js'
 import { findingsOf, type KeysFileFindings } from './findings.js'
@@ -24,8 +25,8 @@ export class KeysFileError extends Error {
 
 /** The id `API_KEY` gets; the keys file may not use it when `API_KEY` is set. */
 export const ENV_KEY_ID = 'env'
-const ENTRY_FIELDS = new Set(['id', 'key', 'sha256', 'expiresAt', 'allow', 'rateLimit'])
-const DEFAULTS_FIELDS = new Set(['allow', 'rateLimit'])
+const ENTRY_FIELDS = new Set(['id', 'key', 'sha256', 'expiresAt', 'allow', 'rateLimit', 'quota', 'ips', 'previous'])
+const DEFAULTS_FIELDS = new Set(['allow', 'rateLimit', 'quota', 'ips'])
 // Short words like `expiresat` or `name`; not long or mixed strings, which could be a pasted key.
 const QUOTABLE_FIELD_NAME = /^[A-Za-z]{1,12}[0-9]{0,3}$/
 
@@ -143,7 +144,7 @@ function topLevelField(top: TopLevel, name: string, value: unknown): void {
     else top.problems.push('"public" must be an array of rules such as "GET /status"')
   } else if (name === 'defaults') {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return void top.problems.push('"defaults" must be an object such as { "allow": [...] }')
-    for (const field of Object.keys(value)) if (!DEFAULTS_FIELDS.has(field)) top.problems.push(`defaults: unknown field ${describeField(field)} (allowed: allow, rateLimit)`)
+    for (const field of Object.keys(value)) if (!DEFAULTS_FIELDS.has(field)) top.problems.push(`defaults: unknown field ${describeField(field)} (allowed: ${[...DEFAULTS_FIELDS].join(', ')})`)
     top.defaults = value as KeyDefaults
   } else top.problems.push(`unknown top-level field ${describeField(name)}: only "keys", "defaults" and "public" are allowed`)
 }
@@ -186,7 +187,7 @@ function unknownFieldsOf(entry: unknown, index: number): string[] {
   const label = typeof id === 'string' && isValidKeyId(id) ? `keys[${index}] (id "${id}")` : `keys[${index}]`
   return Object.keys(entry)
     .filter((field) => !ENTRY_FIELDS.has(field))
-    .map((field) => `${label}: unknown field ${describeField(field)} (allowed: id, key, sha256, expiresAt, allow, rateLimit)`)
+    .map((field) => `${label}: unknown field ${describeField(field)} (allowed: ${[...ENTRY_FIELDS].join(', ')})`)
 }
 
 // A field name is user text that could be a pasted key: quote it only when it looks like a word.

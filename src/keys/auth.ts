@@ -3,14 +3,19 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { KeyStore } from './store.js'
 import type { Policy } from './policy.js'
 import type { RateLimit } from '../limits/rate-limit.js'
+import type { Quota } from '../limits/quota.js'
+import type { AddressSet } from './address-set.js'
 
 export type AuthFailure = 'missing' | 'invalid' | 'expired'
 
 /**
- * The outcome of `authenticate`: the key's id, or why the request was refused.
- * An expired key's id is given too, so operators can see who still uses an old key.
+ * The outcome of `authenticate`: the key's id and plan, or why the request was refused.
+ * An expired key's id is given too, so operators can see who still uses an old key;
+ * `previousKey` says the credential is an earlier key of the entry (a rotation's).
  */
-export type AuthResult = { ok: true; keyId: string; policy?: Policy; rateLimit?: RateLimit } | { ok: false; reason: AuthFailure; keyId?: string }
+export type AuthResult =
+  | { ok: true; keyId: string; policy?: Policy; rateLimit?: RateLimit; quota?: Quota; addresses?: AddressSet; previousKey?: true }
+  | { ok: false; reason: AuthFailure; keyId?: string; previousKey?: true }
 
 const MISSING: AuthResult = Object.freeze({ ok: false, reason: 'missing' })
 const INVALID: AuthResult = Object.freeze({ ok: false, reason: 'invalid' })
@@ -63,10 +68,12 @@ export function authenticate(keys: KeyStore, req: IncomingMessage, nowMs?: numbe
   const record = keys.lookup(credential)
   if (record === undefined) return INVALID
   if (record.expiresAtMs === Infinity || record.expiresAtMs > (nowMs ?? Date.now())) {
-    return record.policy === undefined && record.rateLimit === undefined
-      ? { ok: true, keyId: record.id }
-      : { ok: true, keyId: record.id, policy: record.policy, rateLimit: record.rateLimit }
+    if (record.policy === undefined && record.rateLimit === undefined && record.quota === undefined && record.addresses === undefined && record.previous === undefined) {
+      return { ok: true, keyId: record.id }
+    }
+    const { policy, rateLimit, quota, addresses } = record
+    return { ok: true, keyId: record.id, policy, rateLimit, quota, addresses, ...(record.previous && { previousKey: true }) }
   }
-  return { ok: false, reason: 'expired', keyId: record.id }
+  return { ok: false, reason: 'expired', keyId: record.id, ...(record.previous && { previousKey: true }) }
 }
 

@@ -5,11 +5,29 @@
 import { hash } from 'node:crypto'
 import { compilePolicy, type Policy } from './policy.js'
 import { compileRateLimit, type RateLimit, type RateLimitSpec } from '../limits/rate-limit.js'
+import { compileQuota, type Quota, type QuotaSpec } from '../limits/quota.js'
+import { compileAddressSet, type AddressSet } from './address-set.js'
+
+/** What an entry may have besides its key: its plan (rules, limits, addresses, earlier keys). */
+interface EntryFields {
+  id: string
+  expiresAt?: string | Date
+  allow?: string[]
+  rateLimit?: RateLimitSpec | null
+  quota?: QuotaSpec | null
+  ips?: string[] | null
+  /** Earlier keys of the entry (a rotation's), each valid until its `until`. */
+  previous?: Array<{ sha256: string; until: string | Date }>
+}
 
 /** One key as the embedding code or the keys file gives it: exactly one of `key` or `sha256`. */
-export type KeyEntry =
-  | { id: string; key: string; sha256?: undefined; expiresAt?: string | Date; allow?: string[]; rateLimit?: RateLimitSpec | null }
-  | { id: string; sha256: string; key?: undefined; expiresAt?: string | Date; allow?: string[]; rateLimit?: RateLimitSpec | null }
+export type KeyEntry = EntryFields & ({ key: string; sha256?: undefined } | { sha256: string; key?: undefined })
+
+/** An earlier key of an entry: its digest (as `digestOf` gives it) and when it stops working. */
+export interface PreviousKey {
+  digest: string
+  untilMs: number
+}
 
 export const MAX_KEY_LENGTH = 4096
 const VALID_KEY = /^[\x21-\x7e]{1,4096}$/
@@ -51,10 +69,12 @@ export function digestOfEntry(entry: KeyEntry, index: number): string {
     }
     return digestOf(entry.key)
   }
-  if (typeof entry.sha256 !== 'string' || !SHA256_HEX.test(entry.sha256)) {
-    throw new TypeError(`${where(index, entry.id)}: sha256 must be 64 lowercase hex characters`)
-  }
-  return Buffer.from(entry.sha256, 'hex').toString('latin1')
+  return digestOfHex(entry.sha256, `${where(index, entry.id)}: sha256`)
+}
+
+function digestOfHex(hex: unknown, label: string): string {
+  if (typeof hex !== 'string' || !SHA256_HEX.test(hex)) throw new TypeError(`${label} must be 64 lowercase hex characters`)
+  return Buffer.from(hex, 'hex').toString('latin1')
 }
 
 export function parseExpiry(value: string | Date | undefined, index: number, id: string): number {
@@ -77,17 +97,47 @@ export function isRealDate(value: string): boolean {
 
 export function policyOf(allow: string[] | undefined, index: number, id: string): Policy | undefined {
   if (allow === undefined) return undefined
-  try {
-    return compilePolicy(allow)
-  } catch (error) {
-    throw new TypeError(`${where(index, id)}: ${(error as Error).message}`)
-  }
+  return named(index, id, () => compilePolicy(allow))
 }
 
 export function rateLimitOf(spec: RateLimitSpec | null | undefined, index: number, id: string): RateLimit | undefined {
   if (spec === undefined || spec === null) return undefined
+  return named(index, id, () => compileRateLimit(spec, '')) // for any id: see rateLimitFor
+}
+
+export function quotaOf(spec: QuotaSpec | null | undefined, index: number, id: string): Quota | undefined {
+  if (spec === undefined || spec === null) return undefined
+  return named(index, id, () => compileQuota(spec))
+}
+
+export function addressSetOf(list: string[] | null | undefined, index: number, id: string): AddressSet | undefined {
+  if (list === undefined || list === null) return undefined
+  return named(index, id, () => compileAddressSet(list))
+}
+
+// A rotation keeps a few earlier keys; more is a file that never drops them.
+const MAX_PREVIOUS = 16
+
+/** The entry's earlier keys: `[{ "sha256": "<hex>", "until": "<ISO-8601>" }]`. */
+export function previousOf(list: unknown, index: number, id: string): PreviousKey[] | undefined {
+  if (list === undefined) return undefined
+  const label = where(index, id)
+  if (!Array.isArray(list) || list.length > MAX_PREVIOUS) throw new TypeError(`${label}: previous must be an array of at most ${MAX_PREVIOUS} { "sha256", "until" } entries`)
+  return list.map((item: unknown, i) => {
+    const at = `${label}: previous[${i}]`
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new TypeError(`${at} must be an object { "sha256": "<hex>", "until": "<ISO-8601>" }`)
+    const { sha256, until, ...rest } = item as Record<string, unknown>
+    if (Object.keys(rest).length > 0) throw new TypeError(`${at}: unknown field (allowed: sha256, until)`)
+    const digest = digestOfHex(sha256, `${at}.sha256`)
+    const untilMs = until instanceof Date ? until.getTime() : typeof until === 'string' && isRealDate(until) ? Date.parse(until) : NaN
+    if (Number.isNaN(untilMs)) throw new TypeError(`${at}.until must be an ISO-8601 date, such as 2027-06-30T00:00:00Z`)
+    return { digest, untilMs }
+  })
+}
+
+function named<T>(index: number, id: string, compile: () => T): T {
   try {
-    return compileRateLimit(spec, '') // for any id: see rateLimitFor
+    return compile()
   } catch (error) {
     throw new TypeError(`${where(index, id)}: ${(error as Error).message}`)
   }

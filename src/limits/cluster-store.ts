@@ -1,10 +1,12 @@
 /**
- * Limit counters held by the cluster primary for all its workers, so that `AUTH_FAIL_LIMIT` and a
- * key's rate limit hold once per server, not once per worker, and survive a worker's restart.
- * Both sides speak plain messages; process/ carries them over the cluster's IPC channel.
- * A worker asks only for what needs a count (a failed attempt, a rate-limited key's request); the
- * primary announces each new block to every worker, which then refuses that client by itself.
+ * Limit counters held by the cluster primary for all its workers, so that `AUTH_FAIL_LIMIT`, a
+ * key's rate limit and its quota hold once per server, not once per worker, and survive a worker's
+ * restart. Both sides speak plain messages; process/ carries them over the cluster's IPC channel.
+ * A worker asks only for what needs a count (a failed attempt, a request of a key with a rate
+ * limit or a quota); the primary announces each new block to every worker, which then refuses
+ * that client by itself.
  */
+import type { Quota, QuotaDecision } from './quota.js'
 import { createMemoryRateLimitStore, type RateDecision, type RateLimit, type RateLimitStore } from './rate-limit.js'
 import { createSharedThrottle, type FailureVerdict } from './shared-throttle.js'
 import { createThrottle, type Throttle, type ThrottleOptions } from './throttle.js'
@@ -12,7 +14,8 @@ import { createThrottle, type Throttle, type ThrottleOptions } from './throttle.
 export type LimitsMessage =
   | { type: 'keygate:limit'; id: number; op: 'fail'; client: string }
   | { type: 'keygate:limit'; id: number; op: 'take'; limit: RateLimit }
-  | { type: 'keygate:limited'; id: number; verdict?: FailureVerdict; decision?: RateDecision }
+  | { type: 'keygate:limit'; id: number; op: 'spend'; quota: Quota; nowMs: number }
+  | { type: 'keygate:limited'; id: number; verdict?: FailureVerdict; decision?: RateDecision; quota?: QuotaDecision }
   | { type: 'keygate:blocked'; client: string; ms: number }
 
 /** The primary's counters; `broadcast` reaches every worker. */
@@ -32,6 +35,8 @@ export function createPrimaryLimits(throttleOptions: Required<ThrottleOptions> |
       if (message?.type !== 'keygate:limit') return undefined
       const nowMs = Date.now()
       if (message.op === 'fail') return { type: 'keygate:limited', id: message.id, verdict: fail(String(message.client), nowMs) }
+      // The worker's clock decides the period (the same machine's, or a handler's injected one).
+      if (message.op === 'spend') return { type: 'keygate:limited', id: message.id, quota: rates.spend(message.quota, Number(message.nowMs) || nowMs) }
       return { type: 'keygate:limited', id: message.id, decision: rates.take(message.limit.stateKey, message.limit, nowMs) }
     },
     get size() {
@@ -64,6 +69,7 @@ export function createWorkerLimits(send: (message: LimitsMessage) => void, throt
   const rateLimits: RateLimitStore = {
     size: 0, // the primary holds the state
     take: (_stateKey, limit) => ask({ type: 'keygate:limit', id: 0, op: 'take', limit }, (reply) => reply.decision),
+    spend: (quota, nowMs) => ask({ type: 'keygate:limit', id: 0, op: 'spend', quota, nowMs }, (reply) => reply.quota),
   }
   return {
     throttle,

@@ -4,6 +4,7 @@
  * number, its theoretical arrival time (TAT), kept in a store: in memory here. A refused request
  * does not count. Pure but for the store.
  */
+import { createMemoryQuotaStore, type Quota, type QuotaDecision, type QuotaStore } from './quota.js'
 
 /** A key's limit as the keys file gives it. */
 export interface RateLimitSpec {
@@ -69,8 +70,11 @@ export function rateLimitFor(limit: RateLimit, id: string): RateLimit {
   return { limit: limit.limit, windowS: limit.windowS, burst: limit.burst, intervalMs: limit.intervalMs, policyHeader: limit.policyHeader, stateKey: id + limit.stateKey }
 }
 
-/** Where the TATs live: get-and-update of one key's state. */
-export interface RateLimitStore {
+/**
+ * Where the TATs live: get-and-update of one key's state. A store that can `spend` holds the
+ * quota counts too (each of keygate's does); without it, a handler counts quotas in its memory.
+ */
+export interface RateLimitStore extends Partial<QuotaStore> {
   /**
    * Decides one request of `stateKey` at `nowMs`, counting it if allowed. A store across processes
    * (the cluster primary, Redis) answers with a promise; the handler then answers when it settles.
@@ -109,19 +113,23 @@ export function decisionAt(aheadMs: number, limit: RateLimit, allowed: boolean):
 // A state whose TAT has passed says nothing a fresh one would not: swept once the map grows past this.
 const SWEEP_ABOVE = 10_000
 
-/** TATs in this process's memory; a key's entry is dropped once its TAT has passed (the state of a fresh key). */
 /** The memory store decides at once. */
 export interface MemoryRateLimitStore extends RateLimitStore {
   take(stateKey: string, limit: RateLimit, nowMs: number): RateDecision
+  spend(quota: Quota, nowMs: number): QuotaDecision
 }
+
+/** TATs (and quota counts) in this process's memory; a key's TAT is dropped once it has passed (the state of a fresh key). */
 
 export function createMemoryRateLimitStore(): MemoryRateLimitStore {
   const tats = new Map<string, number>()
+  const quotas = createMemoryQuotaStore()
   let sweepAt = SWEEP_ABOVE
   return {
     get size() {
-      return tats.size
+      return tats.size + quotas.size
     },
+    spend: (quota, nowMs) => quotas.spend(quota, nowMs),
     take(stateKey, limit, nowMs) {
       const decision = gcra(tats.get(stateKey) ?? 0, limit, nowMs)
       if (decision.allowed) tats.set(stateKey, decision.nextTatMs)

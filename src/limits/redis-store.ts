@@ -1,14 +1,16 @@
 /**
  * Limit counters in Redis or Valkey, shared by every keygate process that uses it. Each count is
- * one script (atomic, one key, the server's clock), so two processes never race on a counter.
- * Only counters are stored, under the prefix and with a TTL: `fail:<client>` (failed attempts in a
- * fixed window) and `rate:<key id> <L/W/B>` (a GCRA TAT in microseconds). A client that reaches the
- * limit is announced on `<prefix>blocked`, so every process refuses it without asking Redis.
- * While Redis is away, `onFailure` decides: `local` counts in this process, `open` enforces
- * nothing, `closed` answers 503.
+ * one script (atomic, one key), so two processes never race on a counter. Only counters are
+ * stored, under the prefix and with a TTL: `fail:<client>` (failed attempts in a fixed window),
+ * `rate:<key id> <L/W/B>` (a GCRA TAT in microseconds of the server's clock) and
+ * `quota:<key id> <period> <start>` (a count, kept a minute past its period). A client that
+ * reaches the limit is announced on `<prefix>blocked`, so every process refuses it without asking
+ * Redis. While Redis is away, `onFailure` decides: `local` counts in this process, `open`
+ * enforces nothing, `closed` answers 503.
  */
 import { createRedisClient, defineScript, RedisUnavailableError, type RedisClient } from '../redis/client.js'
 import type { RedisAddress, RedisFailureMode } from '../redis/url.js'
+import { periodAt, QUOTA_UNAVAILABLE, quotaDecision, type Quota, type QuotaDecision } from './quota.js'
 import { createMemoryRateLimitStore, decisionAt, GCRA_EPSILON_MS, RATE_UNAVAILABLE, type RateDecision, type RateLimit, type RateLimitStore } from './rate-limit.js'
 import { createSharedThrottle, type FailureVerdict } from './shared-throttle.js'
 import { createThrottle, THROTTLE_UNAVAILABLE, type Throttle } from './throttle.js'
@@ -73,6 +75,21 @@ if ahead + interval <= tonumber(ARGV[2]) * interval + tonumber(ARGV[3]) then
 end
 return {0, math.floor(ahead)}
 `)
+
+// KEYS[1] the key's count in one period; ARGV: limit, when the period ends (ms since the epoch), deadline.
+// Counts only when the period has room. Returns {allowed, the count before this request}.
+const QUOTA = defineScript(`
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[3]) then return {${TOO_LATE}, 0} end
+local used = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if used >= tonumber(ARGV[1]) then return {0, used} end
+redis.call('INCR', KEYS[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return {1, used}
+`)
+// A period's counter outlives the period's end by this much: a process whose clock is a little
+// behind still finds the count of the period it is in, instead of a fresh one.
+const QUOTA_EXPIRY_MARGIN_MS = 60_000
 
 /** Connects (in the background: keygate serves while Redis is away) and returns the throttle and rate limiter. */
 export function createRedisLimits(options: RedisLimitsOptions): RedisLimits {
@@ -152,9 +169,24 @@ function redisRateLimits(client: RedisClient, prefix: string, onFailure: RedisFa
   const local = createMemoryRateLimitStore()
   const whileAway = (stateKey: string, limit: RateLimit, nowMs: number): RateDecision | undefined =>
     onFailure === 'local' ? local.take(stateKey, limit, nowMs) : onFailure === 'closed' ? RATE_UNAVAILABLE : undefined
+  const spendWhileAway = (quota: Quota, nowMs: number): QuotaDecision | undefined =>
+    onFailure === 'local' ? local.spend(quota, nowMs) : onFailure === 'closed' ? QUOTA_UNAVAILABLE : undefined
   return {
     get size() {
       return local.size
+    },
+    // The period is keygate's clock's (see docs/plans.md): the counter's name holds its start.
+    spend(quota, nowMs) {
+      if (!client.up) return spendWhileAway(quota, nowMs)
+      const { startMs, endMs } = periodAt(quota.period, nowMs)
+      const key = `${prefix}quota:${quota.stateKey.replace('\n', ' ')} ${new Date(startMs).toISOString()}`
+      return client
+        .runScript(QUOTA, key, [quota.limit, endMs + QUOTA_EXPIRY_MARGIN_MS, client.deadlineUs()])
+        .then((reply) => quotaDecision(quota, numbers(reply)[1], endMs, nowMs))
+        .catch(() => {
+          failed()
+          return spendWhileAway(quota, Date.now())
+        })
     },
     take(stateKey, limit, nowMs) {
       if (!client.up) return whileAway(stateKey, limit, nowMs)

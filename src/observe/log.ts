@@ -16,6 +16,8 @@ export interface AccessFields {
   ms: number
   keyId: string | undefined
   reason: string | undefined
+  /** True when the key was an entry's earlier key (a rotation's `previous`). */
+  previousKey?: boolean
   client: string
   requestId: string
   /** For forward-auth: the method and path the proxy was asked for. */
@@ -171,6 +173,7 @@ function accessLineOf(f: AccessFields, baseFields: string): string {
   line += `,"status":${f.status},"ms":${millisecondsOf(f.ms)}`
   if (f.keyId !== undefined) line += `,"keyId":${jsonString(f.keyId)}`
   if (f.reason !== undefined) line += `,"reason":"${f.reason}"`
+  if (f.previousKey === true) line += ',"previousKey":true'
   if (f.originalMethod !== undefined) line += `,"originalMethod":${jsonString(f.originalMethod)}`
   if (f.originalPath !== undefined) line += `,"originalPath":${jsonString(f.originalPath)}`
   if (f.originalProblem !== undefined) line += `,"originalProblem":${jsonString(f.originalProblem)}`

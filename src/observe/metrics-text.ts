@@ -21,7 +21,7 @@ export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000
   family('keygate_requests_total', 'counter', 'Requests answered, by route and status.',
     Object.entries(s.requests).flatMap(([route, byStatus]) =>
       Object.entries(byStatus ?? {}).map(([status, n]): [Record<string, string>, number] => [{ route, status }, n])))
-  family('keygate_auth_failures_total', 'counter', 'Requests refused for their credential or its scope, by reason.',
+  family('keygate_auth_failures_total', 'counter', 'Requests refused for their credential, address, scope, rate limit or quota, by reason.',
     Object.entries(s.authFailures).map(([reason, n]) => [{ reason }, n]))
   family('keygate_client_errors_total', 'counter', 'Malformed, oversized or timed-out requests closed before routing, by status.',
     Object.entries(withZeros(s.clientErrors, CLIENT_ERRORS)).map(([status, n]) => [{ status }, n]))
@@ -35,6 +35,7 @@ export function renderMetrics(s: MetricsSnapshot, nowSeconds = Date.now() / 1000
   family('keygate_keys_loaded', 'gauge', 'Keys in service.', [[{}, s.keysLoaded]])
   family('keygate_key_reloads_total', 'counter', 'Reloads of the keys file, by result.',
     [[{ result: 'success' }, s.keyReloads.success], [{ result: 'failure' }, s.keyReloads.failure]])
+  family('keygate_previous_key_requests_total', 'counter', 'Requests made with an earlier key of an entry (rotation grace period).', [[{}, s.previousKeyRequests]])
   family('keygate_throttle_clients', 'gauge', 'Client addresses tracked by the failed-attempt throttle.', [[{}, s.throttleClients]])
   family('keygate_log_lines_dropped_total', 'counter', 'Log lines dropped because stdout could not keep up.', [[{}, s.logLinesDropped]])
   family('keygate_limits_store_up', 'gauge', 'Whether the store of limit counters answers: 0 while Redis is away (in any worker).', [[{}, s.limitsStoreUp]])

@@ -5,7 +5,7 @@ import { eventLoopDelay, maxFds, openFds } from './process-stats.js'
 // `app`: a route of the host app behind createGuard(); `other`: a path nobody owns (404).
 export const ROUTE_NAMES = ['data', 'healthz', 'readyz', 'auth', 'metrics', 'proxy', 'app', 'other'] as const
 export type RouteName = (typeof ROUTE_NAMES)[number]
-export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden', 'rate_limited', 'limits_unavailable'] as const
+export const FAILURE_REASONS = ['missing', 'invalid', 'expired', 'throttled', 'forbidden', 'rate_limited', 'limits_unavailable', 'ip_not_allowed', 'quota_exceeded'] as const
 /** Upper bounds in seconds: keygate answers in tens of microseconds, a slow scrape in milliseconds. */
 export const DURATION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1]
 
@@ -19,6 +19,8 @@ export interface MetricsSnapshot {
   /** Time to answer by route (only routes that answered something). */
   durations: Partial<Record<RouteName, DurationHistogram>>
   keyReloads: { success: number; failure: number }
+  /** Requests made with an entry's earlier key (a rotation's `previous`), allowed or not. */
+  previousKeyRequests: number
   /** Proxy mode: the service's answers by status class (`2xx`...), and failed exchanges by kind. */
   upstreamResponses: Record<string, number>
   upstreamErrors: Record<string, number>
@@ -69,6 +71,8 @@ export interface Metrics {
   /** Counts a 400/408/431 written on the raw socket (`clientError`). */
   recordClientError(status: number): void
   recordKeyReload(ok: boolean): void
+  /** Counts a request made with an entry's earlier key: who has not switched to the new one yet. */
+  recordPreviousKey(): void
   /** Proxy mode: one exchange with the service, its status (undefined: no answer) or what went wrong. */
   recordUpstream(status: number | undefined, error: string | undefined): void
   snapshot(): MetricsSnapshot
@@ -85,6 +89,7 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
   const slots = DURATION_BUCKETS.length + 1
   const buckets = new Float64Array(ROUTE_NAMES.length * slots)
   const reloads = { success: 0, failure: 0 }
+  const previousKeys = new Float64Array(1)
   const upstreamResponses: Record<string, number> = {}
   const upstreamErrors: Record<string, number> = {}
   // In a typed array, not a `let`: a double kept in a closure is a new heap number at every update.
@@ -106,6 +111,9 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
       if (ok) reloads.success++
       else reloads.failure++
     },
+    recordPreviousKey() {
+      increment(previousKeys, 0)
+    },
     recordUpstream(status, error) {
       if (status !== undefined) {
         const statusClass = `${Math.floor(status / 100)}xx`
@@ -123,6 +131,7 @@ export function createMetrics(gauges: Partial<MetricsGauges> = {}): Metrics {
         clientErrors: nonZero(clientErrors),
         durations: durationsByRoute(buckets, durationSums, slots),
         keyReloads: { ...reloads },
+        previousKeyRequests: previousKeys[0] as number,
         upstreamResponses: { ...upstreamResponses },
         upstreamErrors: { ...upstreamErrors },
         keysLoaded: read.keysLoaded(),
@@ -193,6 +202,7 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
     for (const [route, histogram] of Object.entries(s.durations)) addHistogram(total.durations, route as RouteName, histogram)
     total.keyReloads.success += s.keyReloads.success
     total.keyReloads.failure += s.keyReloads.failure
+    total.previousKeyRequests += s.previousKeyRequests
     total.keysLoaded = Math.max(total.keysLoaded, s.keysLoaded) // every worker loads the same keys
     total.throttleClients += s.throttleClients
     total.logLinesDropped += s.logLinesDropped
