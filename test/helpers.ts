@@ -1,7 +1,7 @@
 /** Shared test helpers: servers on port 0, the entry point as a child process, raw sockets. */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { createServer, type RequestListener, type Server } from 'node:http'
+import { createServer, request, type RequestListener, type Server } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
@@ -124,4 +124,23 @@ export async function startServerProcess(t: TestContext, env: Record<string, str
     return logLines(child).find((line) => line.msg === 'listening')?.url as string | undefined
   })
   return { child, url }
+}
+
+export interface Answer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: string
+}
+
+/** One request on a connection of its own: round robin then spreads requests over the workers. */
+export function fresh(url: string, key?: string, path = '/data'): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}${path}`, { agent: false, headers: key === undefined ? {} : { authorization: key } }, (res) => {
+      let body = ''
+      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
 }

@@ -6,11 +6,10 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { logLines, runNode, startServerProcess, waitFor } from './helpers.js'
+import { fresh, logLines, runNode, startServerProcess, waitFor } from './helpers.js'
 import { REDIS, startRedis } from './redis-server.js'
 
 const SKIP = { skip: REDIS === true ? false : REDIS }
@@ -27,25 +26,6 @@ function keysFile(t: TestContext): string {
     { id: 'limited', sha256: sha256(LIMITED_KEY), rateLimit: { limit: 1, windowS: 60, burst: 3 } },
   ] }))
   return file
-}
-
-interface Answer {
-  status: number
-  headers: Record<string, string | string[] | undefined>
-  body: string
-}
-
-/** One request on a connection of its own: round robin then spreads requests over the workers. */
-function fresh(url: string, key?: string, path = '/data'): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}${path}`, { agent: false, headers: key === undefined ? {} : { authorization: key } }, (res) => {
-      let body = ''
-      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
 }
 
 async function statuses(urls: string[], key: string, count: number): Promise<number[]> {
