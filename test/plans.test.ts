@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { test, type TestContext } from 'node:test'
-import { createHandler, createKeyStore, createLogger, createThrottle, parseKeysFile, type HandlerOptions, type KeyEntry } from '../dist/index.js'
+import { createGuard, createHandler, createKeyStore, createLogger, createProxy, createThrottle, parseKeysFile, type HandlerOptions, type KeyEntry } from '../dist/index.js'
 import { listen, waitFor } from './helpers.js'
 
 const KEY = 'plan-key-0123456789abcdef'
@@ -256,4 +256,36 @@ test('createKeyStore takes the plan fields too: an embedding app gets the same g
   const { url } = await listen(t, createHandler({ keys }))
   assert.equal((await get(url, OLD_KEY)).status, 200)
   assert.equal((await get(url, KEY)).status, 429, 'one quota for the entry')
+})
+
+test('proxy mode: a request past its quota or from another address never reaches the service; the quota counts at decision time', async (t) => {
+  let reached = 0
+  const service = await listen(t, (_req, res) => {
+    reached++
+    res.end('from the service')
+  })
+  const entries = [{ id: 'p', sha256: sha256(KEY), quota: { limit: 2, period: 'day' }, ips: ['127.0.0.1'] }]
+  const { store: keys } = parseKeysFile(JSON.stringify({ keys: entries }), 'keys.json')
+  const { url } = await listen(t, createHandler({ keys, trustProxy: 1, proxy: createProxy({ upstream: new URL(service.url) }) }))
+  const call = (headers: Record<string, string> = {}) => fetch(`${url}/v1/items`, { headers: { authorization: KEY, ...headers } })
+  assert.equal((await call({ 'x-forwarded-for': '198.51.100.1' })).status, 403)
+  assert.equal(reached, 0)
+  const first = await call()
+  assert.equal(first.status, 200)
+  assert.equal(first.headers.get('ratelimit-policy'), '"quota";q=2;w=86400')
+  assert.deepEqual([(await call()).status, (await call()).status], [200, 429])
+  assert.equal(reached, 2)
+})
+
+test('the guard of an app route: the same quota and allowlist before the app runs', async (t) => {
+  let reached = 0
+  const guard = createGuard({ keys: createKeyStore([{ id: 'g', key: KEY, quota: { limit: 1, period: 'hour' }, ips: ['127.0.0.0/8'] }]) })
+  t.after(() => guard.close())
+  const { url } = await listen(t, (req, res) => guard(req, res, () => {
+    reached++
+    res.end('app')
+  }))
+  const call = () => fetch(`${url}/app/things`, { headers: { authorization: KEY } })
+  assert.deepEqual([(await call()).status, (await call()).status], [200, 429])
+  assert.equal(reached, 1)
 })
