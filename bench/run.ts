@@ -84,8 +84,9 @@ const auth = `Authorization: ${KEY}\r\n`
 const wrongKey = 'Authorization: wrong-key-0123456789abcdefghijklmnopq\r\n'
 const silent = { API_KEY: KEY, LOG_LEVEL: 'silent' }
 
-function cases(keysFile: string, policyFiles: { rules: string; limited: string }, redisUrl: string | undefined, services: Services): Case[] {
+function cases(keysFile: string, policyFiles: PolicyFiles, redisUrl: string | undefined, services: Services): Case[] {
   const limited = { API_KEYS_FILE: policyFiles.limited, LOG_LEVEL: 'silent' }
+  const quota = { API_KEYS_FILE: policyFiles.quota, LOG_LEVEL: 'silent' }
   const baseline = flags['baseline-dist'] === undefined ? undefined : join(flags['baseline-dist'], 'server.js')
   return [
     { name: 'raw net (generator ceiling)', server: { baseline: 'raw' }, headers: '' },
@@ -100,10 +101,13 @@ function cases(keysFile: string, policyFiles: { rules: string; limited: string }
     { name: 'keygate WORKERS=2', server: { keygate: { ...silent, WORKERS: '2' } }, headers: auth },
     { name: 'keygate key with 50 rules', server: { keygate: { API_KEYS_FILE: policyFiles.rules, LOG_LEVEL: 'silent' } }, headers: auth },
     { name: 'keygate rate-limited key (never refused)', server: { keygate: limited }, headers: auth },
+    { name: 'keygate key with a quota (never refused)', server: { keygate: quota }, headers: auth },
+    { name: 'keygate key with 1,000 address ranges', server: { keygate: { API_KEYS_FILE: policyFiles.ranges, LOG_LEVEL: 'silent' } }, headers: auth },
     { name: 'keygate WORKERS=2, rate-limited key (counted by the primary)', server: { keygate: { ...limited, WORKERS: '2' } }, headers: auth },
     ...(redisUrl === undefined ? [] : [
       { name: 'keygate REDIS_URL, key without a rate limit', server: { keygate: { ...silent, REDIS_URL: redisUrl } }, headers: auth },
       { name: 'keygate rate-limited key, counted in Redis', server: { keygate: { ...limited, REDIS_URL: redisUrl } }, headers: auth },
+      { name: 'keygate key with a quota, counted in Redis', server: { keygate: { ...quota, REDIS_URL: redisUrl } }, headers: auth },
     ]),
     ...proxyCases(services),
     ...(baseline === undefined ? [] : [
@@ -197,15 +201,30 @@ function makeKeysFile(dir: string): string {
   return file
 }
 
-/** Keys files for the policy cases: the bench key with 50 rules (the last allows GET /data), and with a limit it never reaches. */
-function makePolicyFiles(dir: string): { rules: string; limited: string } {
+interface PolicyFiles {
+  rules: string
+  limited: string
+  quota: string
+  ranges: string
+}
+
+/**
+ * Keys files for the policy cases: the bench key with 50 rules (the last allows GET /data), with a
+ * limit or a quota it never reaches, and with an allowlist of 1,000 ranges (the last one its own).
+ */
+function makePolicyFiles(dir: string): PolicyFiles {
   const sha256 = createHash('sha256').update(KEY).digest('hex')
   const allow = [...Array.from({ length: 49 }, (_, i) => `GET,POST /v1/service-${i}/*/items/**`), 'GET /data']
   const rules = join(dir, 'rules.json')
   writeFileSync(rules, JSON.stringify({ keys: [{ id: 'bench', sha256, allow }] }))
   const limited = join(dir, 'limited.json')
   writeFileSync(limited, JSON.stringify({ keys: [{ id: 'bench', sha256, rateLimit: { limit: 1_000_000_000, windowS: 1 } }] }))
-  return { rules, limited }
+  const quota = join(dir, 'quota.json')
+  writeFileSync(quota, JSON.stringify({ keys: [{ id: 'bench', sha256, quota: { limit: 1_000_000_000_000, period: 'month' } }] }))
+  const ranges = join(dir, 'ranges.json')
+  const ips = [...Array.from({ length: 999 }, (_, i) => (i % 2 === 0 ? `10.${i >> 8}.${i & 255}.0/24` : `2001:db8:${i.toString(16)}::/48`)), '127.0.0.1']
+  writeFileSync(ranges, JSON.stringify({ keys: [{ id: 'bench', sha256, ips }] }))
+  return { rules, limited, quota, ranges }
 }
 
 async function runLoadBenchmark() {
@@ -366,8 +385,11 @@ const COMPARISONS: Comparison[] = [
   { name: 'WORKERS=2 / 1', of: 'keygate WORKERS=2', against: 'keygate GET /data, authorized', measure: 'rps', target: 'report', passes: () => true },
   { name: 'key with 50 rules / no rules', of: 'keygate key with 50 rules', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'rate-limited key / no limit', of: 'keygate rate-limited key (never refused)', against: 'keygate GET /data, authorized', measure: 'rps', target: 'report', passes: () => true },
+  { name: 'key with a quota / no quota (memory)', of: 'keygate key with a quota (never refused)', against: 'keygate GET /data, authorized', measure: 'rps', target: 'report', passes: () => true },
+  { name: 'key with 1,000 address ranges / none', of: 'keygate key with 1,000 address ranges', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'WORKERS=2: rate-limited key (primary) / no limit', of: 'keygate WORKERS=2, rate-limited key (counted by the primary)', against: 'keygate WORKERS=2', measure: 'rps', target: 'report', passes: () => true },
   { name: 'REDIS_URL, key without a limit / no REDIS_URL', of: 'keygate REDIS_URL, key without a rate limit', against: 'keygate GET /data, authorized', measure: 'rps', target: '>= 0.95', passes: (v) => v >= 0.95 },
+  { name: 'key with a quota in Redis / REDIS_URL, no quota', of: 'keygate key with a quota, counted in Redis', against: 'keygate REDIS_URL, key without a rate limit', measure: 'rps', target: 'report', passes: () => true },
   { name: 'rate-limited key: in Redis / in memory', of: 'keygate rate-limited key, counted in Redis', against: 'keygate rate-limited key (never refused)', measure: 'rps', target: 'report', passes: () => true },
   { name: 'GET /data authorized / baseline build', of: 'keygate GET /data, authorized', against: 'baseline build GET /data, authorized', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },
   { name: 'rate-limited key / baseline build', of: 'keygate rate-limited key (never refused)', against: 'baseline build rate-limited key', measure: 'rps', target: '>= 0.97', passes: (v) => v >= 0.97 },

@@ -56,8 +56,19 @@ export function quotaFor(quota: Quota, id: string): Quota {
 const HOUR_MS = 3_600_000
 const DAY_MS = 24 * HOUR_MS
 
+// The last period found of each kind: nearly every request falls in it (no Date made per request).
+const lastPeriods = new Map<QuotaPeriod, { startMs: number; endMs: number }>()
+
 /** The UTC calendar period holding `nowMs`: [startMs, endMs). Weeks start on Monday (ISO 8601). */
 export function periodAt(period: QuotaPeriod, nowMs: number): { startMs: number; endMs: number } {
+  const last = lastPeriods.get(period)
+  if (last !== undefined && nowMs >= last.startMs && nowMs < last.endMs) return last
+  const found = calendarPeriod(period, nowMs)
+  lastPeriods.set(period, found)
+  return found
+}
+
+function calendarPeriod(period: QuotaPeriod, nowMs: number): { startMs: number; endMs: number } {
   if (period === 'hour') {
     const startMs = Math.floor(nowMs / HOUR_MS) * HOUR_MS
     return { startMs, endMs: startMs + HOUR_MS }
