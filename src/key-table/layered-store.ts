@@ -127,6 +127,11 @@ export class LayeredBuilder {
   /** What only shows across the two layers: a key or an id both in a kept row and in a new one. */
   private *conflicts(): Generator<string> {
     const ids = this.added.columns.ids
+    // An earlier key (only new rows have some) that is the key of a kept row.
+    for (const [digest, { row: addedRow }] of this.added.columns.previous) {
+      const row = this.base.find(digest)
+      if (row !== -1 && isSet(this.live, row)) yield `${where(this.addedIndex[addedRow] as number, ids.get(addedRow))}: an earlier key (previous) is the key of entry "${this.base.id(row)}"`
+    }
     for (let i = 0; i < this.superseded.length; i += 3) {
       const [row, index, addedRow] = [this.superseded[i] as number, this.superseded[i + 1] as number, this.superseded[i + 2] as number]
       if (!isSet(this.live, row)) continue

@@ -162,3 +162,24 @@ test('a rate limit shared by many keys counts each key on its own', () => {
   assert.equal(store.lookup('key-b-0123')?.rateLimit?.stateKey, 'b\n5/60/5')
   assert.equal(store.lookup('key-c-0123')?.rateLimit?.stateKey, 'c\n1/1/1')
 })
+
+test('a reload of a big set: plan fields make an entry changed, earlier keys resolve, and an earlier key that is a kept key is refused', (t) => {
+  const write = keysFile(t)
+  const base = entries(100_000)
+  const first = loadKeysFile(write({ keys: base })).store
+  const withPlans = base.map((entry) =>
+    entry.id === 'client-5' ? { ...entry, quota: { limit: 10, period: 'day' }, ips: ['10.0.0.0/8'] }
+    : entry.id === 'client-7' ? { id: 'client-7', sha256: sha256('rotated'), previous: [{ sha256: entry.sha256, until: '2099-01-01T00:00:00Z' }] }
+    : entry)
+  const second = reload(write({ keys: withPlans, defaults: { quota: { limit: 5, period: 'hour' } } }), first)
+  assert.equal(second.constructor.name, 'LayeredKeyStore')
+  assert.deepEqual([second.lookup('key-5')?.quota?.limit, second.lookup('key-5')?.addresses?.allows('10.1.2.3')], [10, true], 'new plan fields')
+  assert.equal(second.lookup('key-6')?.quota?.limit, 5, 'kept rows take the new defaults')
+  assert.deepEqual([second.lookup('key-7')?.id, second.lookup('key-7')?.previous, second.lookup('key-7')?.expiresAtMs], ['client-7', true, Date.UTC(2099, 0, 1)])
+  assert.equal(second.lookup('rotated')?.previous, undefined)
+  const clash = [...base.filter((entry) => entry.id !== 'client-7'), { id: 'late', sha256: sha256('late-key'), previous: [{ sha256: sha256('key-9'), until: '2099-01-01T00:00:00Z' }] }]
+  const file = write({ keys: clash })
+  const problem = 'keys[99999] (id "late"): an earlier key (previous) is the key of entry "client-9"'
+  assert.deepEqual(problemsOf(() => reload(file, first)), [problem])
+  assert.deepEqual(problemsOf(() => loadKeysFile(file)), [problem], 'the same as a whole load')
+})
