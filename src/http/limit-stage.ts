@@ -68,13 +68,17 @@ function verdictOf(limits: Limits, rate: RateDecision | undefined, quota: QuotaD
 
 /** `RateLimit-Policy` and `RateLimit` for what was decided; none when nothing was (a store away, failing open). */
 function headersOf({ rateLimit, quota, nowMs }: Limits, rate: RateDecision | undefined, quotaDecision: QuotaDecision | undefined): string[] | undefined {
-  if (rate === undefined && quotaDecision === undefined) return undefined
-  const policies = [rateLimit?.policyHeader, quota === undefined ? undefined : quotaPolicyItem(quota, nowMs)].filter((item) => item !== undefined)
   const rateItem = rate === undefined ? undefined : `"key";r=${rate.remaining};t=${rate.resetS}`
-  const quotaItem = quotaDecision === undefined ? undefined : `"quota";r=${quotaDecision.remaining};t=${quotaDecision.resetS}`
-  const quotaFirst = quotaDecision !== undefined && (rate === undefined || quotaDecision.remaining < rate.remaining)
-  const items = (quotaFirst ? [quotaItem, rateItem] : [rateItem, quotaItem]).filter((item) => item !== undefined)
-  return ['ratelimit-policy', policies.join(', '), 'ratelimit', items.join(', ')]
+  // One policy (the usual case): its two fields, built without lists.
+  if (quota === undefined || quotaDecision === undefined) {
+    if (rateItem === undefined) return undefined
+    const policy = quota === undefined ? (rateLimit as RateLimit).policyHeader : `${(rateLimit as RateLimit).policyHeader}, ${quotaPolicyItem(quota, nowMs)}`
+    return ['ratelimit-policy', policy, 'ratelimit', rateItem]
+  }
+  const quotaItem = `"quota";r=${quotaDecision.remaining};t=${quotaDecision.resetS}`
+  if (rateItem === undefined) return ['ratelimit-policy', rateLimit === undefined ? quotaPolicyItem(quota, nowMs) : `${rateLimit.policyHeader}, ${quotaPolicyItem(quota, nowMs)}`, 'ratelimit', quotaItem]
+  const quotaFirst = quotaDecision.remaining < (rate as RateDecision).remaining
+  return ['ratelimit-policy', `${(rateLimit as RateLimit).policyHeader}, ${quotaPolicyItem(quota, nowMs)}`, 'ratelimit', quotaFirst ? `${quotaItem}, ${rateItem}` : `${rateItem}, ${quotaItem}`]
 }
 
 function then<T, R>(value: T | Promise<T>, next: (settled: T) => R | Promise<R>): R | Promise<R> {
