@@ -55,7 +55,7 @@ export function createGate(keys: KeyStore, throttle: Throttle | undefined, rateL
    * the answer comes with a remote one (the route then returns a promise of its outcome).
    */
   const limitThenAnswer = (outcome: Outcome, req: IncomingMessage, res: ServerResponse, context: Context, answer: Answer): Outcome | Promise<Outcome> => {
-    const verdict = decideLimits(stores, outcome, now(), req, res, context)
+    const verdict = decideLimits(stores, outcome, now, req, res, context)
     if (verdict instanceof Promise) return verdict.then((settled) => settle(outcome, settled, req, res, context, answer))
     return settle(outcome, verdict, req, res, context, answer)
   }

@@ -23,9 +23,10 @@ export interface LimitStores {
 }
 
 /** Rate limit, then quota, of an allowed `outcome`'s key: at once from memory, later from another process. */
-export function decideLimits(stores: LimitStores, outcome: Outcome, nowMs: number, req: IncomingMessage, res: ServerResponse, context: RequestIdOnly): LimitVerdict | Promise<LimitVerdict> {
+export function decideLimits(stores: LimitStores, outcome: Outcome, now: () => number, req: IncomingMessage, res: ServerResponse, context: RequestIdOnly): LimitVerdict | Promise<LimitVerdict> {
   if (!outcome.ok || (outcome.rateLimit === undefined && outcome.quota === undefined)) return undefined
   const { rateLimit, quota } = outcome
+  const nowMs = now() // read only for a key with a limit
   const limits = { rateLimit, quota, nowMs, req, res, context }
   const rate = rateLimit === undefined ? undefined : stores.rates.take(rateLimit.stateKey, rateLimit, nowMs)
   return then(rate, (rateDecision) => {
