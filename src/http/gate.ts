@@ -85,6 +85,7 @@ function checkKey(keys: KeyStore, throttle: Throttle | undefined, req: IncomingM
     const waitS = throttle.retryAfterS(throttleKeyOf(context.client), Date.now())
     if (waitS !== 0 && (refuseWhileAway || waitS !== THROTTLE_UNAVAILABLE)) return refuseThrottled(waitS, req, res, context)
   }
+  // With the real clock, authenticate reads it only for a key that expires.
   const auth = authenticate(keys, req, now === Date.now ? undefined : now())
   if (auth.ok) return auth
   // A request without any credential guesses nothing: only wrong and expired keys count.

@@ -8,6 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, constants, fchmodSync, fchownSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
+import { MAX_PREVIOUS } from '../keys/entry-check.js'
 import { generateKey } from '../keys/keygen.js'
 import { checkKeysFile, KeysFileError } from './file.js'
 
@@ -18,8 +19,6 @@ export class RotateError extends Error {
 
 type Entry = Record<string, unknown> & { id?: unknown; key?: unknown; sha256?: unknown; previous?: unknown }
 
-// What `previous` may hold (entry-check.ts): the earliest-ending go first when a rotation adds one more.
-const MAX_PREVIOUS = 16
 
 /**
  * Rotates entry `id` of `file` at `nowMs`: returns the new key (the only place it ever appears).
@@ -51,6 +50,7 @@ function rotated(entry: Entry, sha256: string, until: string | undefined, nowMs:
   const oldSha256 = typeof entry.key === 'string' ? sha256Hex(entry.key) : (entry.sha256 as string)
   const kept = (Array.isArray(entry.previous) ? (entry.previous as Array<{ until: string }>) : []).filter((earlier) => Date.parse(earlier.until) > nowMs)
   const previous = until === undefined ? kept : [...kept, { sha256: oldSha256, until }]
+  // At most what an entry may hold: the earliest-ending go first.
   previous.sort((a, b) => Date.parse(b.until) - Date.parse(a.until)).splice(MAX_PREVIOUS)
   const out: Entry = {}
   for (const [field, value] of Object.entries(entry)) {

@@ -116,7 +116,7 @@ export function addressSetOf(list: string[] | null | undefined, index: number, i
 }
 
 // A rotation keeps a few earlier keys; more is a file that never drops them.
-const MAX_PREVIOUS = 16
+export const MAX_PREVIOUS = 16
 
 /** The entry's earlier keys: `[{ "sha256": "<hex>", "until": "<ISO-8601>" }]`. */
 export function previousOf(list: unknown, index: number, id: string): PreviousKey[] | undefined {
